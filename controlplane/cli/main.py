@@ -1,0 +1,60 @@
+"""The `mlctl` command: global options, the sub-apps, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from controlplane.cli import export as export_cli
+from controlplane.cli import infer as infer_cli
+from controlplane.cli import models as models_cli
+from controlplane.cli import quickstart as quickstart_cli
+from controlplane.cli import server as server_cli
+from controlplane.errors import MlctlError
+from controlplane.settings import Settings
+
+app = typer.Typer(
+    name="mlctl",
+    help="Take PyTorch models to production on NVIDIA Triton: export, publish, serve, infer.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    repository: Annotated[
+        Optional[str],
+        typer.Option("--repository", "-r", envvar="MLCTL_REPOSITORY", help="Model repository: a local folder."),
+    ] = None,
+    home: Annotated[
+        Optional[str],
+        typer.Option("--home", envvar="MLCTL_HOME", help="Where managed servers keep state and logs [default: ~/.mlctl]."),
+    ] = None,
+) -> None:
+    ctx.obj = Settings.create(repository, home)
+
+
+app.add_typer(server_cli.app, name="server")
+app.add_typer(models_cli.app, name="model")
+app.command("export")(export_cli.export)
+app.command("publish")(export_cli.publish)
+app.command("infer")(infer_cli.infer)
+app.command("quickstart")(quickstart_cli.quickstart)
+
+
+def run() -> None:
+    """Console entry point. Usage errors exit 2 (typer); MlctlError exits with its own code."""
+    try:
+        app()
+    except MlctlError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(exc.exit_code)
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,90 @@
+"""`mlctl server`: the managed tritonserver (start, stop, status, logs)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from controlplane.cli.render import emit, emit_json, note, table
+
+app = typer.Typer(help="Run the real tritonserver locally (or the NGC image through Docker).", no_args_is_help=True)
+
+Name = Annotated[str, typer.Option("--name", envvar="MLCTL_SERVER", help="Server name (several can run side by side).")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+def _servers(ctx: typer.Context):
+    from controlplane.server.local import LocalServers
+
+    return LocalServers(ctx.obj.home, progress=note)
+
+
+@app.command()
+def start(
+    ctx: typer.Context,
+    name: Name = "default",
+    http_port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Load only these models [default: all].")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 120.0,
+    runtime: Annotated[str, typer.Option(help="local (the wheel's tritonserver) or docker (NGC image).")] = "local",
+    image: Annotated[str, typer.Option(help="Image for --runtime docker.")] = "",
+    gpus: Annotated[bool, typer.Option(help="Give the container all GPUs (--runtime docker).")] = False,
+    json: Json = False,
+) -> None:
+    """Start tritonserver in the background and wait until it is ready."""
+    from controlplane.errors import UsageError
+    from controlplane.server.local import ServerOptions
+
+    if runtime not in ("local", "docker"):
+        raise UsageError(f"runtime {runtime!r} must be 'local' or 'docker'")
+    options = ServerOptions(
+        repository=ctx.obj.repository,
+        name=name,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        models=tuple(model) if model else None,
+        timeout_s=timeout,
+        runtime=runtime,
+        image=image,
+        gpus=gpus,
+    )
+    state = _servers(ctx).start(options)
+    if json:
+        emit_json(state.to_dict())
+    else:
+        emit(f"server {state.name!r} ready: http {state.http_url}  grpc {state.grpc_url}  metrics {state.metrics_url}")
+
+
+@app.command()
+def stop(ctx: typer.Context, name: Name = "default", timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 30.0) -> None:
+    """Stop the server gracefully."""
+    state = _servers(ctx).stop(name, timeout)
+    emit(f"server {name!r} stopped" if state else f"server {name!r} was not running")
+
+
+@app.command()
+def status(ctx: typer.Context, name: Name = "default", json: Json = False) -> None:
+    """Whether the server runs and is ready, with its ports."""
+    info = _servers(ctx).status(name)
+    if json:
+        emit_json(info)
+        return
+    if not info["running"]:
+        emit(f"server {name!r}: not running")
+        raise typer.Exit(1)
+    rows = [[k, info[k]] for k in ("ready", "runtime", "pid", "http_port", "grpc_port", "metrics_port", "repository", "log_path", "started_at")]
+    emit(table(["server " + name, ""], rows))
+    if not info["ready"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(ctx: typer.Context, name: Name = "default", lines: Annotated[int, typer.Option("--lines", "-n")] = 50) -> None:
+    """The last lines of the server's log."""
+    emit(_servers(ctx).logs(name, lines))

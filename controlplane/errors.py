@@ -1,0 +1,52 @@
+"""The one error tree of mlctl. Every class carries the process exit code the CLI uses.
+
+    MlctlError (1)                 operational failure
+    ├── UsageError (2)             bad input: arguments, specs, files, tensors
+    ├── NotFoundError (3)          repository, model, version or file missing
+    ├── ConflictError (4)          the target exists already, or someone else holds it
+    ├── UnavailableError (5)       a server (Triton, S3, Docker, Prometheus) is down or unreachable
+    ├── CheckFailedError (6)       a check ran and failed: parity, integrity, a gate
+    └── ServerError (7)            a server we manage failed to start, stop or load
+
+Third-party exceptions are translated where the SDK is called (`raise X(...) from exc`).
+"""
+
+from __future__ import annotations
+
+
+class MlctlError(Exception):
+    """Base of every error mlctl raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+class UsageError(MlctlError):
+    exit_code = 2
+
+
+class NotFoundError(MlctlError):
+    exit_code = 3
+
+
+class ConflictError(MlctlError):
+    exit_code = 4
+
+
+class UnavailableError(MlctlError):
+    exit_code = 5
+
+
+class CheckFailedError(MlctlError):
+    exit_code = 6
+
+
+class ServerError(MlctlError):
+    exit_code = 7

@@ -1,0 +1,47 @@
+"""The model-repository store: one small interface over local disk and S3.
+
+Keys are '/'-separated paths relative to the repository root. Implementations translate their SDK's
+errors into the mlctl error tree where they call it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+
+class Store(ABC):
+    uri: str  # what the user named, e.g. /srv/models or s3://bucket/prefix
+
+    @property
+    @abstractmethod
+    def triton_uri(self) -> str:
+        """The repository location as tritonserver's --model-repository takes it."""
+
+    @abstractmethod
+    def exists(self) -> bool:
+        """Whether the repository root itself exists."""
+
+    @abstractmethod
+    def list_dir(self, key: str) -> list[str]:
+        """Names of the immediate children of `key` (files and folders); [] when absent."""
+
+    @abstractmethod
+    def list_files(self, key: str) -> list[str]:
+        """Every file under `key`, as keys relative to `key`, sorted."""
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes:
+        """The file's content; NotFoundError when absent."""
+
+    @abstractmethod
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Replace the file atomically: readers see the old or the new content, never a mix."""
+
+    @abstractmethod
+    def put_tree(self, local_dir: Path, key: str) -> None:
+        """Copy a local folder to `key`, all or nothing; ConflictError when `key` exists already."""
+
+    @abstractmethod
+    def delete_tree(self, key: str) -> None:
+        """Remove `key` and everything under it (absent is fine)."""

@@ -1,0 +1,103 @@
+"""A repository on local disk. Writes go through a staging folder on the same filesystem and a rename."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from controlplane.errors import ConflictError, NotFoundError, UsageError
+from controlplane.store.base import Store
+
+STAGING = ".mlctl/staging"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore(Store):
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.uri = str(self.root)
+
+    @property
+    def triton_uri(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve() if key else self.root
+        if path != self.root and self.root not in path.parents:
+            raise UsageError(f"key {key!r} points outside the repository {self.root}")
+        return path
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
+
+    def list_dir(self, key: str) -> list[str]:
+        path = self._path(key)
+        return sorted(os.listdir(path)) if path.is_dir() else []
+
+    def list_files(self, key: str) -> list[str]:
+        base = self._path(key)
+        if not base.is_dir():
+            return []
+        return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"{key} not found in repository {self.uri}") from None
+
+    def _staging(self) -> Path:
+        path = self.root / STAGING / uuid.uuid4().hex
+        path.mkdir(parents=True)
+        return path
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+            fsync_dir(target.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_tree(self, local_dir: Path, key: str) -> None:
+        target = self._path(key)
+        if target.exists():
+            raise ConflictError(f"{key} already exists in repository {self.uri}")
+        staging = self._staging()
+        try:
+            staged = staging / "tree"
+            shutil.copytree(local_dir, staged)
+            for path in staged.rglob("*"):
+                if path.is_file():
+                    with open(path, "rb") as f:
+                        os.fsync(f.fileno())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # rename() of a folder onto an existing non-empty folder fails: create-only semantics.
+                os.rename(staged, target)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise ConflictError(f"{key} already exists in repository {self.uri}") from exc
+                raise
+            fsync_dir(target.parent)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def delete_tree(self, key: str) -> None:
+        shutil.rmtree(self._path(key), ignore_errors=True)
