@@ -33,6 +33,7 @@ def start(
     runtime: Annotated[str, typer.Option(help="local (the wheel's tritonserver) or docker (NGC image).")] = "local",
     image: Annotated[str, typer.Option(help="Image for --runtime docker.")] = "",
     gpus: Annotated[bool, typer.Option(help="Give the container all GPUs (--runtime docker).")] = False,
+    tritonserver: Annotated[Optional[str], typer.Option(envvar="MLCTL_TRITONSERVER", help="tritonserver executable [default: the nvidia-pytriton wheel's].")] = None,
     json: Json = False,
 ) -> None:
     """Start tritonserver in the background and wait until it is ready."""
@@ -53,6 +54,7 @@ def start(
         runtime=runtime,
         image=image,
         gpus=gpus,
+        binary=tritonserver,
     )
     state = _servers(ctx).start(options)
     if json:

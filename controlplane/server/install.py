@@ -38,8 +38,9 @@ class TritonInstall:
         return env
 
 
-def locate_triton() -> TritonInstall:
-    """The server inside the installed nvidia-pytriton wheel (found without importing pytriton)."""
+def locate_triton(binary: str | None = None) -> TritonInstall:
+    """The server inside the installed nvidia-pytriton wheel (found without importing pytriton);
+    `binary` replaces the wheel's tritonserver executable (the backends still come from the wheel)."""
     spec = importlib.util.find_spec("pytriton")
     hint = "install it with: pip install nvidia-pytriton==0.7.0 (or run 'scripts/quickstart.sh')"
     if spec is None or not spec.submodule_search_locations:
@@ -48,7 +49,7 @@ def locate_triton() -> TritonInstall:
     root = package / "tritonserver"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     install = TritonInstall(
-        binary=root / "bin" / "tritonserver",
+        binary=Path(binary) if binary else root / "bin" / "tritonserver",
         python_backend=root / "backends" / "python",
         stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
         libs=package.parent / "nvidia_pytriton.libs",
@@ -61,6 +62,8 @@ def locate_triton() -> TritonInstall:
     ]:
         if not path.exists():
             raise NotFoundError(f"{what} not found at {path}", hint=hint)
+    if not os.access(install.binary, os.X_OK):
+        raise NotFoundError(f"tritonserver binary at {install.binary} is not executable")
     return install
 
 

@@ -41,6 +41,7 @@ class ServerOptions:
     runtime: str = "local"  # local: the wheel's tritonserver | docker: the NGC image
     image: str = ""  # docker runtime only; empty for the default image
     gpus: bool = False  # docker runtime only
+    binary: str | None = None  # another tritonserver executable than the wheel's
 
     def ports(self) -> dict[str, int]:
         return {"http": self.http_port, "grpc": self.grpc_port, "metrics": self.metrics_port}
@@ -160,16 +161,15 @@ class LocalServers:
         return state
 
     def _start_local(self, options: ServerOptions, repository: Repository, models: list[str], log_path: Path):
-        install = locate_triton()
+        install = locate_triton(options.binary)
         backend_dir = assemble_backends(install, self.files.work_dir(options.name) / "backends")
         command = [str(install.binary), *local_args(options, repository.store.triton_uri, str(backend_dir), models)]
-        process = self._spawn(install, command, log_path)
+        pid = self._spawn(install, command, log_path)
 
         def failed() -> str | None:
-            code = process.poll()
-            return None if code is None else f"exited with code {code}"
+            return None if pid_alive(pid) else "exited"
 
-        return self._state(options, repository, log_path, command, pid=process.pid), failed
+        return self._state(options, repository, log_path, command, pid=pid), failed
 
     def _start_docker(self, options: ServerOptions, repository: Repository, models: list[str], log_path: Path):
         from controlplane.server import docker_runtime as dr
@@ -258,21 +258,22 @@ class LocalServers:
         return list(options.models)
 
     @staticmethod
-    def _spawn(install: TritonInstall, command: list[str], log_path: Path) -> subprocess.Popen:
+    def _spawn(install: TritonInstall, command: list[str], log_path: Path) -> int:
+        """Start tritonserver detached (its own session, re-parented away from us) and return its pid."""
         with open(log_path, "ab") as log:
             log.write(f"\n=== {utc_now()} {' '.join(command)}\n".encode())
-            log.flush()
-            try:
-                return subprocess.Popen(
-                    command,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=install.environment(),
-                    start_new_session=True,  # outlives this CLI call and its Ctrl-C
-                )
-            except OSError as exc:
-                raise ServerError(f"could not run {command[0]}: {exc}") from exc
+        # sh backgrounds setsid, which execs tritonserver in place: $! is the server's pid, and once sh
+        # exits the server is no child of ours (no zombie, no Popen left running when the CLI exits).
+        launcher = 'setsid "$0" "$@" >>"$MLCTL_SERVER_LOG" 2>&1 </dev/null & echo $!'
+        env = install.environment()
+        env["MLCTL_SERVER_LOG"] = str(log_path)
+        try:
+            result = subprocess.run(
+                ["/bin/sh", "-c", launcher, *command], env=env, capture_output=True, text=True, timeout=30, check=True
+            )
+            return int(result.stdout.strip())
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            raise ServerError(f"could not run {command[0]}: {exc}") from exc
 
     def _wait_ready(self, state: ServerState, failed: Callable[[], str | None], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -294,25 +295,18 @@ class LocalServers:
 
     @staticmethod
     def _terminate(pid: int | None, grace_s: float) -> None:
-        if not pid:
+        if not pid_alive(pid):
             return
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)  # Triton drains in-flight requests, then exits
         except ProcessLookupError:
             return
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
-            try:
-                reaped, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                reaped = 0
-                if not pid_alive(pid):
-                    return
-            if reaped == pid:
+            if not pid_alive(pid):
                 return
             time.sleep(0.1)
         try:
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)  # the server and its backend stubs
         except ProcessLookupError:
             pass
-
