@@ -71,3 +71,31 @@ def predict(model, x: np.ndarray) -> np.ndarray:
 
     with torch.inference_mode():
         return model(torch.from_numpy(x)).argmax(1).numpy()
+
+
+def publish_demo_versions(repo, name: str, seeds: tuple[int, ...], workdir, options=None) -> list[int]:
+    """Publish one untrained classifier per seed as consecutive versions of `name` (for drills and benchmarks)."""
+    from pathlib import Path
+
+    import torch
+
+    from controlplane.export import ExportRequest, export_model
+    from controlplane.model_config import ServingOptions
+    from controlplane.signature import TensorSpec
+
+    versions = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        bundle = export_model(
+            ExportRequest(
+                source=f"controlplane.demo:build_classifier (seed {seed})",
+                inputs=(TensorSpec(INPUT_NAME, "float32", (64,)),),
+                out_dir=Path(workdir) / f"{name}-seed{seed}",
+                output_names=(OUTPUT_NAME,),
+                formats=("onnx",),
+                overwrite=True,
+            ),
+            model=build_classifier(),
+        )
+        versions.append(repo.publish(bundle, name, "onnx", options or ServingOptions(), {"seed": seed}).version)
+    return versions

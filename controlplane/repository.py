@@ -124,6 +124,9 @@ class Repository:
                 problems.append(f"{rel}: sha256 differs from the manifest")
         return problems
 
+    def has_channel_config(self, name: str, channel: str) -> bool:
+        return f"{channel}.pbtxt" in self.store.list_dir(f"{name}/configs")
+
     def _require_model(self, name: str) -> None:
         self.require()
         if CONFIG not in self.store.list_dir(name):

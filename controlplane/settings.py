@@ -5,18 +5,49 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from controlplane.errors import NotFoundError, UsageError
+
 DEFAULT_REPOSITORY = "model_repository"
 DEFAULT_HOME = "~/.mlctl"
+DEFAULT_TARGETS = "mlctl.toml"
 
 
 @dataclass(frozen=True)
 class Settings:
-    repository: str = DEFAULT_REPOSITORY  # a local path (S3 URIs come with the lifecycle work)
+    repository: str = DEFAULT_REPOSITORY  # a local path or s3://bucket/prefix
     home: Path = Path(DEFAULT_HOME).expanduser()  # managed servers' state files and logs
+    targets_file: str | None = None  # channel -> replicas (TOML)
+    control_key: str | None = None  # key for a restricted model-repository API
 
     @classmethod
-    def create(cls, repository: str | None, home: str | None) -> Settings:
+    def create(
+        cls,
+        repository: str | None,
+        home: str | None,
+        targets: str | None = None,
+        control_key: str | None = None,
+        control_key_file: str | None = None,
+    ) -> Settings:
+        if targets is None and Path(DEFAULT_TARGETS).is_file():
+            targets = DEFAULT_TARGETS
         return cls(
             repository=repository or DEFAULT_REPOSITORY,
             home=Path(home or DEFAULT_HOME).expanduser(),
+            targets_file=targets,
+            control_key=control_key or read_key_file(control_key_file),
         )
+
+
+def read_key_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        key = Path(path).read_text().strip()
+    except FileNotFoundError:
+        raise NotFoundError(f"control key file {path} not found") from None
+    except OSError as exc:
+        raise UsageError(f"control key file {path} cannot be read: {exc}") from exc
+    if not key:
+        raise UsageError(f"control key file {path} is empty")
+    return key
+

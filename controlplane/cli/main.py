@@ -9,6 +9,7 @@ import typer
 
 from controlplane.cli import export as export_cli
 from controlplane.cli import infer as infer_cli
+from controlplane.cli import lifecycle as lifecycle_cli
 from controlplane.cli import models as models_cli
 from controlplane.cli import quickstart as quickstart_cli
 from controlplane.cli import server as server_cli
@@ -30,14 +31,26 @@ def main(
     ctx: typer.Context,
     repository: Annotated[
         Optional[str],
-        typer.Option("--repository", "-r", envvar="MLCTL_REPOSITORY", help="Model repository: a local folder."),
+        typer.Option("--repository", "-r", envvar="MLCTL_REPOSITORY", help="Model repository: a local folder or s3://bucket/prefix."),
     ] = None,
     home: Annotated[
         Optional[str],
         typer.Option("--home", envvar="MLCTL_HOME", help="Where managed servers keep state and logs [default: ~/.mlctl]."),
     ] = None,
+    targets: Annotated[
+        Optional[str],
+        typer.Option("--targets", envvar="MLCTL_TARGETS", help="TOML file: channel -> Triton gRPC replicas [default: ./mlctl.toml]."),
+    ] = None,
+    control_key_file: Annotated[
+        Optional[str],
+        typer.Option("--control-key-file", envvar="MLCTL_CONTROL_KEY_FILE", help="File holding the model-control key."),
+    ] = None,
+    control_key: Annotated[
+        Optional[str],
+        typer.Option("--control-key", envvar="MLCTL_CONTROL_KEY", help="Model-control key (prefer the env var or a file)."),
+    ] = None,
 ) -> None:
-    ctx.obj = Settings.create(repository, home)
+    ctx.obj = Settings.create(repository, home, targets, control_key, control_key_file)
 
 
 app.add_typer(server_cli.app, name="server")
@@ -45,6 +58,11 @@ app.add_typer(models_cli.app, name="model")
 app.command("export")(export_cli.export)
 app.command("publish")(export_cli.publish)
 app.command("infer")(infer_cli.infer)
+app.command("promote")(lifecycle_cli.promote)
+app.command("rollback")(lifecycle_cli.rollback)
+app.command("status")(lifecycle_cli.status)
+app.command("history")(lifecycle_cli.history)
+app.command("reconcile")(lifecycle_cli.reconcile)
 app.command("quickstart")(quickstart_cli.quickstart)
 
 

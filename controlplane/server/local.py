@@ -19,6 +19,7 @@ from pathlib import Path
 
 from controlplane.errors import ConflictError, NotFoundError, ServerError
 from controlplane.provenance import utc_now
+from controlplane.replicas import CONTROL_HEADER
 from controlplane.repository import Repository
 from controlplane.server.install import TritonInstall, assemble_backends, locate_triton
 from controlplane.server.state import ServerState, StateFiles
@@ -42,6 +43,8 @@ class ServerOptions:
     image: str = ""  # docker runtime only; empty for the default image
     gpus: bool = False  # docker runtime only
     binary: str | None = None  # another tritonserver executable than the wheel's
+    channel: str | None = None  # serve this channel's versions (--model-config-name=<channel>)
+    control_key: str | None = None  # restrict the model-repository API to callers holding this key
 
     def ports(self) -> dict[str, int]:
         return {"http": self.http_port, "grpc": self.grpc_port, "metrics": self.metrics_port}
@@ -56,6 +59,11 @@ def common_args(options: ServerOptions, models: list[str]) -> list[str]:
         f"--exit-timeout-secs={options.exit_timeout_s}",
         "--log-info=true",
     ]
+    if options.channel:
+        args.append(f"--model-config-name={options.channel}")
+    if options.control_key:
+        restriction = f"model-repository:{CONTROL_HEADER}={options.control_key}"
+        args += [f"--grpc-restricted-protocol={restriction}", f"--http-restricted-api={restriction}"]
     args += [f"--load-model={m}" for m in models]
     return args + list(options.extra_args)
 
@@ -73,6 +81,11 @@ def local_args(options: ServerOptions, repository_uri: str, backend_dir: str, mo
         f"--metrics-port={options.metrics_port}",
         *common_args(options, models),
     ]
+
+
+def redact(command: list[str], secret: str | None) -> list[str]:
+    """The command as it may be shown and stored: without the control key."""
+    return [a.replace(secret, "***") for a in command] if secret else list(command)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -164,12 +177,12 @@ class LocalServers:
         install = locate_triton(options.binary)
         backend_dir = assemble_backends(install, self.files.work_dir(options.name) / "backends")
         command = [str(install.binary), *local_args(options, repository.store.triton_uri, str(backend_dir), models)]
-        pid = self._spawn(install, command, log_path)
+        pid = self._spawn(install, command, log_path, shown=redact(command, options.control_key))
 
         def failed() -> str | None:
             return None if pid_alive(pid) else "exited"
 
-        return self._state(options, repository, log_path, command, pid=pid), failed
+        return self._state(options, repository, log_path, redact(command, options.control_key), pid=pid), failed
 
     def _start_docker(self, options: ServerOptions, repository: Repository, models: list[str], log_path: Path):
         from controlplane.server import docker_runtime as dr
@@ -184,7 +197,7 @@ class LocalServers:
             log_path.write_text(dr.container_logs(container, 200))
             return "container stopped"
 
-        command = ["docker", "run", image, "tritonserver", *args]
+        command = redact(["docker", "run", image, "tritonserver", *args], options.control_key)
         return self._state(options, repository, log_path, command, container=container), failed
 
     @staticmethod
@@ -247,6 +260,8 @@ class LocalServers:
     @staticmethod
     def _models_to_load(repository: Repository, options: ServerOptions) -> list[str]:
         available = repository.model_names()
+        if options.channel:  # a channel's replica serves the models promoted to that channel
+            available = [m for m in available if repository.has_channel_config(m, options.channel)]
         if options.models is None:
             return available
         unknown = [m for m in options.models if m not in available]
@@ -258,10 +273,10 @@ class LocalServers:
         return list(options.models)
 
     @staticmethod
-    def _spawn(install: TritonInstall, command: list[str], log_path: Path) -> int:
+    def _spawn(install: TritonInstall, command: list[str], log_path: Path, shown: list[str]) -> int:
         """Start tritonserver detached (its own session, re-parented away from us) and return its pid."""
         with open(log_path, "ab") as log:
-            log.write(f"\n=== {utc_now()} {' '.join(command)}\n".encode())
+            log.write(f"\n=== {utc_now()} {' '.join(shown)}\n".encode())
         # sh backgrounds setsid, which execs tritonserver in place: $! is the server's pid, and once sh
         # exits the server is no child of ours (no zombie, no Popen left running when the CLI exits).
         launcher = 'setsid "$0" "$@" >>"$MLCTL_SERVER_LOG" 2>&1 </dev/null & echo $!'

@@ -39,6 +39,15 @@ class Store(ABC):
         """Replace the file atomically: readers see the old or the new content, never a mix."""
 
     @abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        """The content and a token naming this exact content; (None, None) when absent."""
+
+    @abstractmethod
+    def write_if(self, key: str, data: bytes, token: str | None) -> str:
+        """Compare-and-swap: write only if the key still holds `token` (None: only if absent).
+        Returns the new token; ConflictError when someone else wrote first."""
+
+    @abstractmethod
     def put_tree(self, local_dir: Path, key: str) -> None:
         """Copy a local folder to `key`, all or nothing; ConflictError when `key` exists already."""
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from controlplane.errors import ConflictError, NotFoundError, UsageError
 from controlplane.store.base import Store
 
 STAGING = ".mlctl/staging"
+LOCK_STALE_S = 30.0  # a lock older than this was left by a killed writer (the critical section takes ms)
+LOCK_WAIT_S = 5.0
 
 
 def fsync_dir(path: Path) -> None:
@@ -74,6 +78,48 @@ class LocalStore(Store):
             fsync_dir(target.parent)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None, None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def write_if(self, key: str, data: bytes, token: str | None) -> str:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = target.with_name(target.name + ".lock")
+        self._acquire(lock, key)
+        try:
+            _, current = self.read_versioned(key)
+            if current != token:
+                raise ConflictError(f"{key} in {self.uri} was changed by someone else; retry")
+            self.write_bytes(key, data)
+            return hashlib.sha256(data).hexdigest()
+        finally:
+            lock.unlink(missing_ok=True)
+
+    @staticmethod
+    def _acquire(lock: Path, key: str) -> None:
+        """O_EXCL lock file around a read-compare-write; a stale one (its writer was killed) is broken."""
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                os.close(fd)
+                return
+            except FileExistsError:
+                try:
+                    if time.time() - lock.stat().st_mtime > LOCK_STALE_S:
+                        lock.unlink(missing_ok=True)
+                        continue
+                except FileNotFoundError:
+                    continue
+                if time.monotonic() > deadline:
+                    raise ConflictError(f"{key} is locked by another writer ({lock})") from None
+                time.sleep(0.01)
 
     def put_tree(self, local_dir: Path, key: str) -> None:
         target = self._path(key)

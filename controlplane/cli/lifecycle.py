@@ -1,0 +1,118 @@
+"""`mlctl promote | rollback | status | history | reconcile`: channels across replicas."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from controlplane.cli.render import emit, emit_json, note, table
+
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+def lifecycle(ctx: typer.Context):
+    from controlplane.lifecycle import Lifecycle
+    from controlplane.repository import Repository
+    from controlplane.store import open_store
+    from controlplane.targets import load_targets
+
+    settings = ctx.obj
+    repo = Repository(open_store(settings.repository)).require()
+    return Lifecycle(repo, load_targets(settings.targets_file), settings.control_key, progress=note)
+
+
+def _report(report, json: bool) -> None:
+    if json:
+        emit_json(report.to_dict())
+    elif report.outcome == "unchanged":
+        emit(f"{report.model}: channel {report.channel} already at version {report.to_version}; nothing to do")
+    else:
+        per = ", ".join(f"{r['url']} {r['seconds']:.2f}s" for r in report.replicas) or "no replicas configured"
+        emit(
+            f"{report.action}: {report.model} {report.channel} {report.from_version} -> {report.to_version} "
+            f"in {report.duration_s:.2f} s ({per})"
+        )
+
+
+def promote(
+    ctx: typer.Context,
+    model: str,
+    version: int,
+    to: Annotated[str, typer.Option("--to", help="Channel, e.g. staging or production.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit history.")] = "",
+    json: Json = False,
+) -> None:
+    """Point a channel at a version and switch its replicas one at a time, with no failed requests."""
+    _report(lifecycle(ctx).promote(model, version, to, reason), json)
+
+
+def rollback(
+    ctx: typer.Context,
+    model: str,
+    channel: Annotated[str, typer.Option(help="Channel to roll back.")] = "production",
+    to: Annotated[Optional[int], typer.Option("--to", help="Version [default: the one the channel held before].")] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the audit history.")] = "",
+    json: Json = False,
+) -> None:
+    """Move a channel back to the version it held before (or to --to VERSION)."""
+    _report(lifecycle(ctx).rollback(model, channel, to, reason), json)
+
+
+def status(ctx: typer.Context, model: str, json: Json = False) -> None:
+    """Each channel's version, and what each of its replicas actually serves."""
+    info = lifecycle(ctx).status(model)
+    if json:
+        emit_json(info)
+    else:
+        rows = []
+        for channel, body in info["channels"].items():
+            for replica in body["replicas"] or [{"url": "(no replicas)", "served": [], "in_sync": None, "reachable": None}]:
+                state = "unreachable" if replica.get("reachable") is False else ("in sync" if replica["in_sync"] else "DRIFT")
+                if replica.get("in_sync") is None:
+                    state = ""
+                rows.append([channel, body["version"], replica["url"], ",".join(map(str, replica["served"])), state])
+        emit(f"{model}: versions {info['versions']} in {info['repository']}")
+        emit(table(["channel", "version", "replica", "serving", "state"], rows))
+        if info["pending"]:
+            p = info["pending"]
+            emit(f"pending: {p['action']} of {p['channel']} to {p['to_version']} since {p['started_at']} ({p['user']}@{p['host']})")
+    drift = [r for b in info["channels"].values() for r in b["replicas"] if not r["in_sync"]]
+    if drift or info["pending"]:
+        raise typer.Exit(1)
+
+
+def history(ctx: typer.Context, model: str, channel: Annotated[Optional[str], typer.Option(help="Only this channel.")] = None, json: Json = False) -> None:
+    """The append-only audit of every promote and rollback of a model."""
+    entries = [e for e in lifecycle(ctx).history(model) if channel in (None, e.channel)]
+    if json:
+        from dataclasses import asdict
+
+        emit_json({"model": model, "history": [asdict(e) for e in entries]})
+        return
+    rows = [
+        [e.seq, e.time, f"{e.user}@{e.host}", e.action, e.channel, f"{e.from_version}->{e.to_version}", e.outcome, e.reason, e.detail[:80]]
+        for e in entries
+    ]
+    emit(table(["#", "time", "who", "action", "channel", "from->to", "outcome", "reason", "detail"], rows))
+
+
+def reconcile(
+    ctx: typer.Context,
+    model: Annotated[Optional[list[str]], typer.Argument(help="Models [default: every model with channels].")] = None,
+    force: Annotated[bool, typer.Option(help="Close a pending operation even if it may still run.")] = False,
+    json: Json = False,
+) -> None:
+    """Converge every replica and channel config on the desired state; report what differed."""
+    result = lifecycle(ctx).reconcile(model or None, force)
+    if json:
+        emit_json(result)
+    else:
+        for change in result["changes"]:
+            emit("changed: " + ", ".join(f"{k}={v}" for k, v in change.items()))
+        if not result["changes"]:
+            emit("everything already matched the desired state")
+        for error in result["errors"]:
+            note(f"error: {error}")
+    if result["errors"]:
+        raise typer.Exit(1)
