@@ -36,7 +36,8 @@ class Replica:
         try:
             yield
         except InferenceServerException as exc:
-            message = exc.message() or str(exc)
+            # the Python backend appends a Python traceback ("\n\nAt:\n ..."): the server log has it
+            message = (exc.message() or str(exc)).split("\n\nAt:")[0].strip()
             status = str(exc.status() or "")
             if "UNAVAILABLE" in status or "failed to connect" in message.lower():
                 raise UnavailableError(f"replica {self.url} is not reachable ({action}): {message}") from exc
@@ -94,19 +95,24 @@ class Replica:
 
 
 def open_replicas(urls: tuple[str, ...], control_key: str | None) -> list[Replica]:
-    if not urls:
-        return []
+    """Clients for every replica, after checking each is reachable and accepts our control key:
+    a bad target is found before anything changes."""
     replicas = [Replica(u, control_key) for u in urls]
     unreachable = []
-    for replica in replicas:
-        try:
-            if not replica.live():
+    try:
+        for replica in replicas:
+            try:
+                if not replica.live():
+                    unreachable.append(replica.url)
+                    continue
+            except UnavailableError:
                 unreachable.append(replica.url)
-        except UnavailableError:
-            unreachable.append(replica.url)
-    if unreachable:
+                continue
+            replica.index()  # the model-repository API: refused here when the key is missing or wrong
+        if unreachable:
+            raise UnavailableError(f"replica(s) {', '.join(unreachable)} not reachable; nothing was changed")
+    except BaseException:
         for replica in replicas:
             replica.close()
-        raise UnavailableError(f"replica(s) {', '.join(unreachable)} not reachable; nothing was changed")
+        raise
     return replicas
-

@@ -26,6 +26,7 @@ from controlplane.provenance import current_actor, git_commit, utc_now
 from controlplane.store import Store
 
 CONFIG = "config.pbtxt"
+MARKER = ".mlctl/repository.json"  # also makes an empty S3 prefix a folder tritonserver accepts
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _PUBLISH_ATTEMPTS = 5
 
@@ -69,6 +70,11 @@ class Repository:
                 f"model repository {self.uri} does not exist", hint="create it, or pass --repository / MLCTL_REPOSITORY"
             )
         return self
+
+    def ensure_marker(self) -> None:
+        """Mark the repository as mlctl's (idempotent)."""
+        if self.store.read_versioned(MARKER)[0] is None:
+            self.store.write_bytes(MARKER, b'{"layout": 1}\n')
 
     # --- reading ---------------------------------------------------------------------------------
     def model_names(self) -> list[str]:
@@ -144,7 +150,7 @@ class Repository:
     ) -> Manifest:
         """Add the next version of `name` from an export bundle; never overwrites anything."""
         check_model_name(name)
-        self.require()
+        self.require().ensure_marker()
         source = bundle.file_for(model_format)
         config = model_config.build_config(name, model_format, bundle.signature, options)
         with tempfile.TemporaryDirectory(prefix="mlctl-publish-") as tmp:
@@ -152,7 +158,8 @@ class Repository:
                 exists = CONFIG in self.store.list_dir(name)
                 if exists:
                     self._check_compatible(name, model_format, bundle)
-                    known = [int(c) for c in self.store.list_dir(name) if c.isdigit()]
+                    children = self.store.list_dir(name) + self.store.claimed(name)
+                    known = [int(c) for c in children if c.isdigit()]
                     version = max(known, default=0) + 1
                 else:
                     version = 1

@@ -7,6 +7,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,68 @@ def triton(tmp_path_factory, session_repo):
         yield state
     finally:
         servers.stop("tests", grace_s=15)
+
+
+# --- S3: a real S3-compatible HTTP server (moto's server mode), started once per session ----------------
+# Single-threaded, so that its conditional writes are atomic as they are on S3 itself; with authentication
+# on (after the first few set-up calls), so that wrong credentials are refused for real.
+MOTO_LAUNCHER = (
+    "import sys; from werkzeug.serving import run_simple; "
+    "from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app; "
+    "run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False)"
+)
+UNAUTHENTICATED_SETUP_CALLS = 4  # create user, create policy, attach it, create the access key
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    import json
+
+    import boto3
+
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(UNAUTHENTICATED_SETUP_CALLS)}
+    proc = subprocess.Popen([sys.executable, "-c", MOTO_LAUNCHER, str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto server did not start")
+                time.sleep(0.1)
+        iam = boto3.client("iam", endpoint_url=endpoint, aws_access_key_id="setup", aws_secret_access_key="setup", region_name="us-east-1")
+        iam.create_user(UserName="mlctl")
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        arn = iam.create_policy(PolicyName="mlctl-all", PolicyDocument=json.dumps(policy))["Policy"]["Arn"]
+        iam.attach_user_policy(UserName="mlctl", PolicyArn=arn)
+        key = iam.create_access_key(UserName="mlctl")["AccessKey"]
+        credentials = {
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+        }
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key["AccessKeyId"],
+                     aws_secret_access_key=key["SecretAccessKey"], region_name="us-east-1").create_bucket(Bucket="models")
+        yield credentials
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """The S3 endpoint and credentials in this test's environment."""
+    for key, value in s3_server.items():
+        monkeypatch.setenv(key, value)
+    return s3_server
+
+
+def new_s3_uri() -> str:
+    return f"s3://models/{uuid.uuid4().hex[:10]}"

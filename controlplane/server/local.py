@@ -117,6 +117,26 @@ def pid_alive(pid: int | None) -> bool:
     return b"tritonserver" in cmdline and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
+def kill_orphaned_stubs(server_pid: int | None) -> None:
+    """SIGKILL Python-backend stubs left in a dead server's process group (it led its own session)."""
+    if not server_pid:
+        return
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        pgid = int(stat.rsplit(")", 1)[1].split()[2])
+        if pgid == server_pid and b"triton_python_backend_stub" in cmdline:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def log_tail(path: str | Path, lines: int = 30) -> str:
     try:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
@@ -136,7 +156,8 @@ class LocalServers:
         if state is None:
             return None
         if state.runtime == "local" and not pid_alive(state.pid):
-            self.files.remove(name)  # stale: the process is gone
+            kill_orphaned_stubs(state.pid)  # the server was killed; its backend stubs may linger, holding ports
+            self.files.remove(name)
             return None
         return state
 
@@ -255,7 +276,9 @@ class LocalServers:
     def _repository(options: ServerOptions) -> Repository:
         from controlplane.store import open_store
 
-        return Repository(open_store(options.repository)).require()
+        repository = Repository(open_store(options.repository)).require()
+        repository.ensure_marker()
+        return repository
 
     @staticmethod
     def _models_to_load(repository: Repository, options: ServerOptions) -> list[str]:

@@ -10,7 +10,9 @@ def open_store(uri: str) -> Store:
     if not uri:
         raise UsageError("no model repository given", hint="pass --repository or set MLCTL_REPOSITORY")
     if uri.startswith("s3://"):
-        raise UsageError(f"repository {uri}: S3 repositories are not supported yet")
+        from controlplane.store.s3 import S3Store
+
+        return S3Store(uri)
     if "://" in uri:
         raise UsageError(f"repository {uri!r}: only local paths and s3:// URIs are supported")
     from controlplane.store.local import LocalStore

@@ -51,6 +51,10 @@ class Store(ABC):
     def put_tree(self, local_dir: Path, key: str) -> None:
         """Copy a local folder to `key`, all or nothing; ConflictError when `key` exists already."""
 
+    def claimed(self, key: str) -> list[str]:
+        """Children of `key` reserved by a put_tree that may not have finished (stores without rename)."""
+        return []
+
     @abstractmethod
     def delete_tree(self, key: str) -> None:
         """Remove `key` and everything under it (absent is fine)."""

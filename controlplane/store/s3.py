@@ -1,0 +1,157 @@
+"""A repository under s3://bucket/prefix, through boto3 (endpoint and credentials from the usual AWS
+variables and config files, e.g. AWS_ENDPOINT_URL for an S3-compatible server).
+
+S3 has no rename, so a tree is written file by file with the manifest last, after the version number was
+claimed with a conditional create (If-None-Match: *). Compare-and-swap uses If-Match on the ETag.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+from controlplane.errors import ConflictError, MlctlError, NotFoundError, UnavailableError, UsageError
+from controlplane.store.base import Store
+
+CLAIMS = ".mlctl/claims"
+LAST = "manifest.json"  # written last: a version exists once its manifest does
+
+
+class S3Store(Store):
+    def __init__(self, uri: str, client=None) -> None:
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise UsageError(f"{uri!r} is not s3://bucket/prefix")
+        self.uri = uri.rstrip("/")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self._client = client
+        self.endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.client(
+                "s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+            )
+        return self._client
+
+    @property
+    def triton_uri(self) -> str:
+        """Triton takes s3://host:port/bucket/prefix for a server other than AWS."""
+        path = f"{self.bucket}/{self.prefix}".rstrip("/")
+        if self.endpoint:
+            endpoint = urlparse(self.endpoint)
+            return f"s3://{endpoint.scheme}://{endpoint.netloc}/{path}"
+        return f"s3://{path}"
+
+    def _key(self, key: str) -> str:
+        parts = [p for p in (self.prefix, key.strip("/")) if p]
+        if ".." in key.split("/"):
+            raise UsageError(f"key {key!r} points outside the repository {self.uri}")
+        return "/".join(parts)
+
+    @contextmanager
+    def _errors(self, action: str, key: str = ""):
+        from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+
+        where = f"{self.uri}/{key}".rstrip("/")
+        try:
+            yield
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise NotFoundError(f"{key} not found in repository {self.uri}") from exc
+            if code == "NoSuchBucket":
+                raise NotFoundError(f"bucket {self.bucket!r} of {self.uri} does not exist") from exc
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                raise ConflictError(f"{where} was changed by someone else; retry") from exc
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken"):
+                reason = "403 Forbidden" if code == "403" else code
+                raise UsageError(
+                    f"S3 refused {action} of {where}: {reason}", hint="check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+                ) from exc
+            raise MlctlError(f"S3 {action} of {where} failed: {code or exc}") from exc
+        except NoCredentialsError as exc:
+            raise UsageError(f"no S3 credentials for {where}", hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from exc
+        except EndpointConnectionError as exc:
+            raise UnavailableError(f"S3 endpoint for {where} is not reachable: {exc}") from exc
+        except BotoCoreError as exc:
+            raise UnavailableError(f"S3 {action} of {where} failed: {exc}") from exc
+
+    def exists(self) -> bool:
+        try:
+            with self._errors("bucket check"):
+                self.client.head_bucket(Bucket=self.bucket)
+        except NotFoundError:
+            return False
+        return True
+
+    def list_dir(self, key: str) -> list[str]:
+        prefix = self._key(key)
+        prefix = f"{prefix}/" if prefix else ""
+        names: set[str] = set()
+        with self._errors("listing", key):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                names.update(p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", []))
+                names.update(o["Key"][len(prefix) :] for o in page.get("Contents", []))
+        return sorted(n for n in names if n)
+
+    def list_files(self, key: str) -> list[str]:
+        prefix = f"{self._key(key)}/"
+        with self._errors("listing", key):
+            keys = [
+                o["Key"][len(prefix) :]
+                for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+                for o in page.get("Contents", [])
+            ]
+        return sorted(k for k in keys if k)
+
+    def read_bytes(self, key: str) -> bytes:
+        with self._errors("read", key):
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        with self._errors("write", key):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        try:
+            with self._errors("read", key):
+                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+                return response["Body"].read(), response["ETag"]
+        except NotFoundError:
+            return None, None
+
+    def write_if(self, key: str, data: bytes, token: str | None) -> str:
+        condition = {"IfMatch": token} if token else {"IfNoneMatch": "*"}
+        with self._errors("conditional write", key):
+            return self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)["ETag"]
+
+    def put_tree(self, local_dir: Path, key: str) -> None:
+        """Claim `key` with a conditional create, then upload; the manifest (if any) goes last."""
+        if self.list_dir(key):
+            raise ConflictError(f"{key} already exists in repository {self.uri}")
+        self.write_if(f"{CLAIMS}/{key.strip('/')}", f"pid {os.getpid()}\n".encode(), None)  # ConflictError if taken
+        files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
+        files.sort(key=lambda p: p.name == LAST)
+        with self._errors("upload", key):
+            for path in files:
+                rel = path.relative_to(local_dir).as_posix()
+                self.client.upload_file(str(path), self.bucket, self._key(f"{key}/{rel}"))
+
+    def claimed(self, key: str) -> list[str]:
+        return self.list_dir(f"{CLAIMS}/{key.strip('/')}")
+
+    def delete_tree(self, key: str) -> None:
+        keys = [f"{key}/{k}" for k in self.list_files(key)]
+        with self._errors("delete", key):
+            for start in range(0, len(keys), 1000):
+                chunk = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk})
