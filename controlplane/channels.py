@@ -129,6 +129,22 @@ class ModelState:
             )
         return stack[-1]
 
+    def inconsistencies(self) -> list[str]:
+        """Where the channels disagree with what the history says happened ([] when consistent)."""
+        replayed: dict[str, int] = {}
+        problems = []
+        for index, entry in enumerate(self.history, start=1):
+            if entry.seq != index:
+                problems.append(f"history entry {index} has sequence number {entry.seq}")
+            if entry.outcome == "succeeded":
+                if replayed.get(entry.channel) != entry.from_version:
+                    problems.append(f"entry {entry.seq} moves {entry.channel} from {entry.from_version}, "
+                                    f"but the history had it at {replayed.get(entry.channel)}")
+                replayed[entry.channel] = entry.to_version
+        if replayed != self.channels:
+            problems.append(f"channels {self.channels} but the history replays to {replayed}")
+        return problems
+
     # --- serialisation ---------------------------------------------------------------------------
     def to_json(self) -> str:
         return json.dumps(

@@ -18,13 +18,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from controlplane import model_config
 from controlplane.channel_store import ChannelStore
 from controlplane.channels import HistoryEntry, ModelState, Operation, check_channel
 from controlplane.errors import CheckFailedError, MlctlError, NotFoundError, ServerError
 from controlplane.model_config import VersionPolicy
+from controlplane.processes import process_exists
 from controlplane.provenance import current_actor, utc_now
 from controlplane.replicas import Replica, open_replicas
 from controlplane.repository import Repository
@@ -207,6 +207,7 @@ class Lifecycle:
             "versions": self.repo.versions(model),
             "channels": channels,
             "pending": asdict(state.pending) if state.pending else None,
+            "problems": state.inconsistencies(),
         }
 
     def _replica_status(self, url: str, model: str, version: int | None) -> dict:
@@ -258,7 +259,7 @@ class Lifecycle:
     def _pending_dead(op: Operation) -> bool:
         from datetime import datetime, timezone
 
-        if op.host == socket.gethostname() and op.pid and not _process_alive(op.pid):
+        if op.host == socket.gethostname() and op.pid and not process_exists(op.pid):
             return True
         age = (datetime.now(timezone.utc) - datetime.fromisoformat(op.started_at)).total_seconds()
         return age > PENDING_STALE_S
@@ -268,16 +269,3 @@ class Lifecycle:
         closed = state.finish(op.op_id, "interrupted", utc_now(), f"closed by reconcile; channel stays at {state.channels.get(op.channel)}")
         self.channels.save(closed, token)
         return closed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False

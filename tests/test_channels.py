@@ -116,3 +116,10 @@ def test_stale_lock_of_a_killed_writer_is_broken(tmp_path):
 def test_finish_with_unknown_outcome_is_a_bug():
     with pytest.raises(ValueError):
         replace(ModelState("m")).begin(op("a", "p", None, 1)).finish("a", "maybe", "now")
+
+
+def test_inconsistencies_compare_channels_with_the_replayed_history():
+    state = apply(apply(ModelState("m"), "a", "production", None, 1), "b", "production", 1, 2)
+    assert state.inconsistencies() == []
+    assert "replays to {'production': 2}" in replace(state, channels={"production": 1}).inconsistencies()[0]
+    assert any("sequence number" in p for p in replace(state, history=state.history[1:]).inconsistencies())

@@ -77,8 +77,10 @@ def status(ctx: typer.Context, model: str, json: Json = False) -> None:
         if info["pending"]:
             p = info["pending"]
             emit(f"pending: {p['action']} of {p['channel']} to {p['to_version']} since {p['started_at']} ({p['user']}@{p['host']})")
+        for problem in info["problems"]:
+            emit(f"problem: {problem}")
     drift = [r for b in info["channels"].values() for r in b["replicas"] if not r["in_sync"]]
-    if drift or info["pending"]:
+    if drift or info["pending"] or info["problems"]:
         raise typer.Exit(1)
 
 

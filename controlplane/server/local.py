@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controlplane.errors import ConflictError, NotFoundError, ServerError
+from controlplane.processes import command_line, process_exists
 from controlplane.provenance import utc_now
 from controlplane.replicas import CONTROL_HEADER
 from controlplane.repository import Repository
@@ -107,14 +108,12 @@ def is_ready(http_url: str, timeout: float = 1.0) -> bool:
 
 
 def pid_alive(pid: int | None) -> bool:
-    if not pid:
+    """A running tritonserver with this pid (a reused pid belongs to another program and does not count).
+    The command line reads empty for an instant while a process execs; that counts as alive."""
+    if not process_exists(pid):
         return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    # a reused pid belongs to another program: only a tritonserver counts
-    return b"tritonserver" in cmdline and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    cmdline = command_line(pid)
+    return not cmdline or b"tritonserver" in cmdline
 
 
 def kill_orphaned_stubs(server_pid: int | None) -> None:
