@@ -39,13 +39,13 @@ class Replica:
             # the Python backend appends a Python traceback ("\n\nAt:\n ..."): the server log has it
             message = (exc.message() or str(exc)).split("\n\nAt:")[0].strip()
             status = str(exc.status() or "")
-            if "UNAVAILABLE" in status or "failed to connect" in message.lower():
-                raise UnavailableError(f"replica {self.url} is not reachable ({action}): {message}") from exc
             if "PERMISSION_DENIED" in status or "restricted" in message.lower() or "unauthorized" in message.lower():
                 raise UsageError(
-                    f"replica {self.url} refused {action}: the model-repository API needs the control key",
+                    f"replica {self.url} refused {action}: the model-repository API needs the control key ({message})",
                     hint="set MLCTL_CONTROL_KEY or MLCTL_CONTROL_KEY_FILE",
                 ) from exc
+            if "UNAVAILABLE" in status or "failed to connect" in message.lower():
+                raise UnavailableError(f"replica {self.url} is not reachable ({action}): {message}") from exc
             raise ServerError(f"replica {self.url}: {action} failed: {message}") from exc
 
     def live(self) -> bool:
