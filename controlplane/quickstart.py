@@ -23,6 +23,7 @@ from controlplane.repository import Repository
 from controlplane.server.local import LocalServers, ServerOptions
 from controlplane.signature import TensorSpec
 from controlplane.store import open_store
+from controlplane.store.local import LocalStore
 
 Progress = Callable[[str], None]
 MODEL_NAMES = {"onnx": "digits", "torchscript": "digits_torchscript"}
@@ -64,8 +65,10 @@ def run_quickstart(options: QuickstartOptions, progress: Progress | None = None)
     result = QuickstartResult()
     started = time.monotonic()
     data = demo.load_digits_split()
-    Path(options.repository).mkdir(parents=True, exist_ok=True)
-    repo = Repository(open_store(options.repository))
+    store = open_store(options.repository)
+    if isinstance(store, LocalStore):
+        store.root.mkdir(parents=True, exist_ok=True)
+    repo = Repository(store)
     options.workdir.mkdir(parents=True, exist_ok=True)
 
     offline: dict[tuple[str, int], float] = {}

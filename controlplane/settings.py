@@ -18,6 +18,7 @@ class Settings:
     home: Path = Path(DEFAULT_HOME).expanduser()  # managed servers' state files and logs
     targets_file: str | None = None  # channel -> replicas (TOML)
     control_key: str | None = None  # key for a restricted model-repository API
+    log_format: str = "text"  # text | json: the one event each control-plane action writes to stderr
 
     @classmethod
     def create(
@@ -27,7 +28,10 @@ class Settings:
         targets: str | None = None,
         control_key: str | None = None,
         control_key_file: str | None = None,
+        log_format: str = "text",
     ) -> Settings:
+        if log_format not in ("text", "json"):
+            raise UsageError(f"log format {log_format!r} must be 'text' or 'json'")
         if targets is None and Path(DEFAULT_TARGETS).is_file():
             targets = DEFAULT_TARGETS
         return cls(
@@ -35,6 +39,7 @@ class Settings:
             home=Path(home or DEFAULT_HOME).expanduser(),
             targets_file=targets,
             control_key=control_key or read_key_file(control_key_file),
+            log_format=log_format,
         )
 
 

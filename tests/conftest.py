@@ -73,6 +73,8 @@ def session_repo(tmp_path_factory, exports) -> Repository:
     ]:
         repo.publish(bundle, name, fmt, batching, {"purpose": "tests"})
     repo.publish(exports["mlp"], "mlp", "onnx", batching, {"purpose": "second version"})
+    # TorchScript: an out-of-vocabulary token makes the model itself fail (a backend failure)
+    repo.publish(exports["multi"], "metered", "torchscript", ServingOptions(), {"purpose": "metrics tests only"})
     # config says FP64 where the model returns float32: the stand-in must refuse, as native backends do
     shutil.copytree(root / "mlp", root / "liar")
     config = (root / "liar" / "config.pbtxt").read_text()

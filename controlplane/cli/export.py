@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from controlplane.cli.events import action
 from controlplane.cli.render import emit, emit_json, note
 
 
@@ -15,6 +16,7 @@ def _split(values: Optional[list[str]]) -> tuple[str, ...]:
     return tuple(v.strip() for item in values or [] for v in item.split(",") if v.strip())
 
 
+@action("export")
 def export(
     source: Annotated[str, typer.Argument(help="'module.path:factory' returning an nn.Module, or a TorchScript file.")],
     input: Annotated[list[str], typer.Option("--input", "-i", help="name:dtype:dims per input, dims without the batch, e.g. x:float32:64.")],
@@ -59,6 +61,7 @@ def export(
     emit(f"exported to {bundle.path}; next: mlctl publish {bundle.path} --name NAME")
 
 
+@action("publish", model="name")
 def publish(
     ctx: typer.Context,
     export_dir: Annotated[Path, typer.Argument(help="A folder written by 'mlctl export'.")],

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from controlplane.cli.events import action
 from controlplane.cli.render import emit, emit_json, note, table
 
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
@@ -35,6 +36,7 @@ def _report(report, json: bool) -> None:
         )
 
 
+@action("promote", channel="to")
 def promote(
     ctx: typer.Context,
     model: str,
@@ -47,6 +49,7 @@ def promote(
     _report(lifecycle(ctx).promote(model, version, to, reason), json)
 
 
+@action("rollback", version="to")
 def rollback(
     ctx: typer.Context,
     model: str,
@@ -99,6 +102,7 @@ def history(ctx: typer.Context, model: str, channel: Annotated[Optional[str], ty
     emit(table(["#", "time", "who", "action", "channel", "from->to", "outcome", "reason", "detail"], rows))
 
 
+@action("reconcile")
 def reconcile(
     ctx: typer.Context,
     model: Annotated[Optional[list[str]], typer.Argument(help="Models [default: every model with channels].")] = None,

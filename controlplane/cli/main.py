@@ -8,8 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from controlplane.cli import export as export_cli
+from controlplane.cli import health as health_cli
 from controlplane.cli import infer as infer_cli
 from controlplane.cli import lifecycle as lifecycle_cli
+from controlplane.cli import metrics as metrics_cli
 from controlplane.cli import models as models_cli
 from controlplane.cli import quickstart as quickstart_cli
 from controlplane.cli import server as server_cli
@@ -49,12 +51,16 @@ def main(
         Optional[str],
         typer.Option("--control-key", envvar="MLCTL_CONTROL_KEY", help="Model-control key (prefer the env var or a file)."),
     ] = None,
+    log_format: Annotated[
+        str, typer.Option("--log-format", envvar="MLCTL_LOG_FORMAT", help="Action events on stderr: text or json.")
+    ] = "text",
 ) -> None:
-    ctx.obj = Settings.create(repository, home, targets, control_key, control_key_file)
+    ctx.obj = Settings.create(repository, home, targets, control_key, control_key_file, log_format)
 
 
 app.add_typer(server_cli.app, name="server")
 app.add_typer(models_cli.app, name="model")
+app.add_typer(metrics_cli.app, name="metrics")
 app.command("export")(export_cli.export)
 app.command("publish")(export_cli.publish)
 app.command("infer")(infer_cli.infer)
@@ -63,6 +69,7 @@ app.command("rollback")(lifecycle_cli.rollback)
 app.command("status")(lifecycle_cli.status)
 app.command("history")(lifecycle_cli.history)
 app.command("reconcile")(lifecycle_cli.reconcile)
+app.command("health")(health_cli.health)
 app.command("quickstart")(quickstart_cli.quickstart)
 
 

@@ -8,9 +8,11 @@ from typing import Annotated
 
 import typer
 
+from controlplane.cli.events import action
 from controlplane.cli.render import emit, emit_json, note, table
 
 
+@action("quickstart")
 def quickstart(
     ctx: typer.Context,
     workdir: Annotated[Path, typer.Option(help="Where exports and the sample input go.")] = Path("quickstart-out"),

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from controlplane.cli.events import action
 from controlplane.cli.render import emit, emit_json, note, table
 
 app = typer.Typer(help="Run the real tritonserver locally (or the NGC image through Docker).", no_args_is_help=True)
@@ -21,6 +22,7 @@ def _servers(ctx: typer.Context):
 
 
 @app.command()
+@action("server.start")
 def start(
     ctx: typer.Context,
     name: Name = "default",
@@ -69,6 +71,7 @@ def start(
 
 
 @app.command()
+@action("server.stop")
 def stop(ctx: typer.Context, name: Name = "default", timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 30.0) -> None:
     """Stop the server gracefully."""
     state = _servers(ctx).stop(name, timeout)
