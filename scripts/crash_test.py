@@ -137,7 +137,10 @@ def check(repo, targets, Lifecycle, ChannelStore, Replica, counts: dict) -> list
     if history_problems:
         counts["history_inconsistent"] += 1
         problems += history_problems
-    result = Lifecycle(repo, targets).reconcile(["digits"])
+    try:
+        result = Lifecycle(repo, targets).reconcile(["digits"])
+    except Exception as exc:  # counted, and the drill goes on
+        result = {"changes": [], "errors": [f"reconcile raised {type(exc).__name__}: {exc}"]}
     counts["interrupted_operations_closed"] += sum(1 for c in result["changes"] if c.get("what") == "interrupted operation closed")
     if result["errors"]:
         counts["reconcile_errors"] += 1

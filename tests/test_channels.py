@@ -85,7 +85,7 @@ def test_local_compare_and_swap_lets_exactly_one_writer_win(tmp_path):
     def writer(i):
         barrier.wait()
         try:
-            store.write_if("state.json", f"v{i}".encode(), token)
+            store.write_if("state.json", f"writer {i}".encode(), token)  # not "v0": the token names content
             wins.append(i)
         except ConflictError:
             losses.append(i)
@@ -96,7 +96,7 @@ def test_local_compare_and_swap_lets_exactly_one_writer_win(tmp_path):
     for t in threads:
         t.join()
     assert len(wins) == 1 and len(losses) == 7
-    assert store.read_versioned("state.json")[0] == f"v{wins[0]}".encode()
+    assert store.read_versioned("state.json")[0] == f"writer {wins[0]}".encode()
 
 
 def test_stale_lock_of_a_killed_writer_is_broken(tmp_path):
@@ -111,6 +111,19 @@ def test_stale_lock_of_a_killed_writer_is_broken(tmp_path):
     os.utime(lock, (old, old))
     store.write_if("s.json", b"b", token)
     assert store.read_bytes("s.json") == b"b" and not lock.exists()
+
+
+def test_lock_of_a_dead_process_on_this_host_is_broken_at_once(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    store = LocalStore(tmp_path)
+    token = store.write_if("s.json", b"a", None)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / "s.json.lock").write_text(f"{dead} {socket.gethostname()}\n")  # fresh, but its writer is gone
+    store.write_if("s.json", b"b", token)
+    assert store.read_bytes("s.json") == b"b"
 
 
 def test_finish_with_unknown_outcome_is_a_bug():

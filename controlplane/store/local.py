@@ -6,16 +6,29 @@ import errno
 import hashlib
 import os
 import shutil
+import socket
 import time
 import uuid
 from pathlib import Path
 
 from controlplane.errors import ConflictError, NotFoundError, UsageError
+from controlplane.processes import process_exists
 from controlplane.store.base import Store
 
 STAGING = ".mlctl/staging"
 LOCK_STALE_S = 30.0  # a lock older than this was left by a killed writer (the critical section takes ms)
 LOCK_WAIT_S = 5.0
+
+
+def _lock_is_stale(lock: Path) -> bool:
+    try:
+        owner = lock.read_text().split()
+        age = time.time() - lock.stat().st_mtime
+    except (FileNotFoundError, OSError):
+        return False  # gone already, or being written: look again
+    if len(owner) == 2 and owner[0].isdigit() and owner[1] == socket.gethostname():
+        return not process_exists(int(owner[0]))
+    return age > LOCK_STALE_S
 
 
 def fsync_dir(path: Path) -> None:
@@ -102,20 +115,18 @@ class LocalStore(Store):
 
     @staticmethod
     def _acquire(lock: Path, key: str) -> None:
-        """O_EXCL lock file around a read-compare-write; a stale one (its writer was killed) is broken."""
+        """O_EXCL lock file around a read-compare-write. A lock whose writer was killed is broken: at once
+        when it names a process of this host that is gone, after LOCK_STALE_S otherwise."""
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
             try:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                os.write(fd, f"{os.getpid()}\n".encode())
+                os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
                 os.close(fd)
                 return
             except FileExistsError:
-                try:
-                    if time.time() - lock.stat().st_mtime > LOCK_STALE_S:
-                        lock.unlink(missing_ok=True)
-                        continue
-                except FileNotFoundError:
+                if _lock_is_stale(lock):
+                    lock.unlink(missing_ok=True)
                     continue
                 if time.monotonic() > deadline:
                     raise ConflictError(f"{key} is locked by another writer ({lock})") from None
