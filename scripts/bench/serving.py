@@ -1,0 +1,274 @@
+"""Serving throughput and latency, side by side in one run on one machine:
+
+  (a) in-process onnxruntime (the ceiling), 1 row per call and 64 rows per call;
+  (b) local Triton (mlctl's generated config) over gRPC and HTTP, dynamic batching on and off;
+  (c) a naive FastAPI + onnxruntime server, one forward per request.
+
+Closed loop, one row per request, concurrency sweep, bounded duration per point. The load generator is
+async and single-process; its CPU share is reported with every point.
+
+Usage: .venv/bin/python scripts/bench/serving.py [--seconds 4] [--concurrency 1,4,16,64] [--out bench-out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def build(kind: str):
+    import torch
+
+    torch.manual_seed(0)
+    if kind == "demo":
+        from controlplane.demo import build_classifier
+
+        return build_classifier(), 64
+    layers = [torch.nn.Linear(256, 1024), torch.nn.ReLU()]
+    for _ in range(3):
+        layers += [torch.nn.Linear(1024, 1024), torch.nn.ReLU()]
+    layers += [torch.nn.Linear(1024, 10)]
+    return torch.nn.Sequential(*layers).eval(), 256
+
+
+def summarise(latencies: list[float], rows: int, seconds: float, failures: int, cpu_s: float) -> dict:
+    lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    return {
+        "requests_per_s": round(len(latencies) / seconds, 1),
+        "rows_per_s": round(rows / seconds, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 3),
+        "p95_ms": round(float(np.percentile(lat, 95)), 3),
+        "p99_ms": round(float(np.percentile(lat, 99)), 3),
+        "failures": failures,
+        "loadgen_cpu_share": round(cpu_s / seconds / (os.cpu_count() or 1), 3),
+    }
+
+
+def cpu_time() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def in_process(path: str, width: int, concurrency: int, seconds: float, batch: int) -> dict:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((batch, width), dtype=np.float32)
+    latencies: list[float] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def loop():
+        mine = []
+        while time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            session.run(None, {"x": x})
+            mine.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(mine)
+
+    c0, t0 = cpu_time(), time.monotonic()
+    threads = [threading.Thread(target=loop) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    result = summarise(latencies, len(latencies) * batch, elapsed, 0, 0.0)
+    result["loadgen_cpu_share"] = None  # the load is the computation itself here
+    return result
+
+
+async def closed_loop(call, concurrency: int, seconds: float) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.monotonic() + seconds
+
+    async def worker():
+        nonlocal failures
+        while time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            try:
+                await call()
+                latencies.append(time.perf_counter() - t0)
+            except Exception:  # counted as a failure of the path under test
+                failures += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, failures
+
+
+def triton_path(url: str, protocol: str, model: str, width: int, concurrency: int, seconds: float) -> dict:
+    async def run():
+        if protocol == "grpc":
+            import tritonclient.grpc.aio as client_mod
+        else:
+            import tritonclient.http.aio as client_mod
+        client = client_mod.InferenceServerClient(url)
+        x = np.random.default_rng(0).random((1, width), dtype=np.float32)
+        tensor = client_mod.InferInput("x", [1, width], "FP32")
+        tensor.set_data_from_numpy(x)
+
+        async def call():
+            await client.infer(model, [tensor])
+
+        await call()
+        c0, t0 = cpu_time(), time.monotonic()
+        latencies, failures = await closed_loop(call, concurrency, seconds)
+        elapsed, cpu = time.monotonic() - t0, cpu_time() - c0
+        await client.close()
+        return summarise(latencies, len(latencies), elapsed, failures, cpu)
+
+    return asyncio.run(run())
+
+
+def naive_path(url: str, width: int, concurrency: int, seconds: float) -> dict:
+    import aiohttp
+
+    async def run():
+        body = {"inputs": np.random.default_rng(0).random((1, width)).round(4).tolist()}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+            async def call():
+                async with session.post(f"http://{url}/predict", json=body) as response:
+                    response.raise_for_status()
+                    await response.read()
+
+            await call()
+            c0, t0 = cpu_time(), time.monotonic()
+            latencies, failures = await closed_loop(call, concurrency, seconds)
+            elapsed, cpu = time.monotonic() - t0, cpu_time() - c0
+        return summarise(latencies, len(latencies), elapsed, failures, cpu)
+
+    return asyncio.run(run())
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://{url}/docs", timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"naive server at {url} did not start")
+
+
+def main() -> int:
+    from controlplane.export import ExportRequest, export_model
+    from controlplane.model_config import ServingOptions, VersionPolicy
+    from controlplane.repository import Repository
+    from controlplane.server.local import LocalServers, ServerOptions
+    from controlplane.signature import TensorSpec
+    from controlplane.store import open_store
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--concurrency", default="1,4,16,64")
+    parser.add_argument("--models", default="demo,large")
+    parser.add_argument("--out", default="bench-out")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="mlctl-bench-"))
+    (work / "repo").mkdir()
+    repo = Repository(open_store(str(work / "repo")))
+    widths, onnx_files = {}, {}
+    for kind in args.models.split(","):
+        module, width = build(kind)
+        bundle = export_model(ExportRequest(f"bench {kind}", (TensorSpec("x", "float32", (width,)),), work / kind, ("y",),
+                                            formats=("onnx",), max_batch_size=64), model=module)
+        for suffix, dynamic in (("dyn", True), ("nodyn", False)):
+            repo.publish(bundle, f"{kind}_{suffix}", "onnx",
+                         ServingOptions(dynamic_batching=dynamic, max_queue_delay_us=1000, version_policy=VersionPolicy("latest", (1,))))
+        widths[kind], onnx_files[kind] = width, str(bundle.path / "model.onnx")
+
+    servers = LocalServers(work / "home")
+    state = servers.start(ServerOptions(repository=repo.uri, name="bench", http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()))
+    naive = {}
+    results = []
+    try:
+        for kind in widths:
+            port = free_port()
+            naive[kind] = (subprocess.Popen([sys.executable, str(HERE / "naive_server.py"), onnx_files[kind], str(port)]), f"127.0.0.1:{port}")
+            wait_http(naive[kind][1])
+        for kind, width in widths.items():
+            for c in levels:
+                paths = {
+                    "in-process ORT, 1 row/call": lambda: in_process(onnx_files[kind], width, c, args.seconds, 1),
+                    "in-process ORT, 64 rows/call": lambda: in_process(onnx_files[kind], width, c, args.seconds, 64),
+                    "Triton gRPC, dynamic batching": lambda: triton_path(state.grpc_url, "grpc", f"{kind}_dyn", width, c, args.seconds),
+                    "Triton gRPC, no batching": lambda: triton_path(state.grpc_url, "grpc", f"{kind}_nodyn", width, c, args.seconds),
+                    "Triton HTTP, dynamic batching": lambda: triton_path(state.http_url, "http", f"{kind}_dyn", width, c, args.seconds),
+                    "naive FastAPI + ORT": lambda: naive_path(naive[kind][1], width, c, args.seconds),
+                }
+                for path, run in paths.items():
+                    row = {"model": kind, "path": path, "concurrency": c, **run()}
+                    results.append(row)
+                    print(json.dumps(row), flush=True)
+    finally:
+        for proc, _ in naive.values():
+            proc.terminate()
+            proc.wait(timeout=10)
+        servers.stop("bench", grace_s=10)
+    (out / "serving.json").write_text(json.dumps(results, indent=2))
+    write_markdown(results, out / "serving.md")
+    plot(results, out)
+    return 0
+
+
+def write_markdown(results: list[dict], path: Path) -> None:
+    lines = ["| model | path | conc. | rows/s | req/s | p50 ms | p95 ms | p99 ms | failures | loadgen CPU |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        share = "-" if r["loadgen_cpu_share"] is None else f"{r['loadgen_cpu_share']:.0%}"
+        lines.append(f"| {r['model']} | {r['path']} | {r['concurrency']} | {r['rows_per_s']:.0f} | {r['requests_per_s']:.0f} | "
+                     f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['failures']} | {share} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(results: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for kind in sorted({r["model"] for r in results}):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for path in dict.fromkeys(r["path"] for r in results):
+            rows = [r for r in results if r["model"] == kind and r["path"] == path]
+            ax.plot([r["concurrency"] for r in rows], [r["rows_per_s"] for r in rows], marker="o", label=path)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrency (closed loop, 1 row per request)")
+        ax.set_ylabel("rows/s")
+        ax.set_title(f"{kind} model")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / f"serving-{kind}.png", dpi=110)
+        plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
