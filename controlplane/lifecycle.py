@@ -244,6 +244,7 @@ class Lifecycle:
                     try:
                         replica = Replica(url, self.control_key)
                         try:
+                            replica.wait_settled(model, self.settle_timeout_s)
                             served = replica.served(model)
                             if served != {version}:
                                 replica.load(model, model_config.to_json(self._channel_config(base, version)))

@@ -60,6 +60,17 @@ class Replica:
         """Versions of `model` this replica has READY."""
         return {int(m["version"]) for m in self.index() if m.get("name") == model and m.get("state") == "READY"}
 
+    def wait_settled(self, model: str, timeout_s: float = 120.0) -> None:
+        """Until no version of `model` is loading or unloading here. A load sent by a client that has since
+        died still runs to its end on the server: look only once it is over."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            states = {m.get("state") for m in self.index() if m.get("name") == model}
+            if not states & {"LOADING", "UNLOADING"}:
+                return
+            time.sleep(0.05)
+        raise ServerError(f"replica {self.url}: {model!r} still loading or unloading after {timeout_s:.0f} s")
+
     def load(self, model: str, config_json: str | None = None) -> None:
         """Load (or reload with a new version policy) in place: the old version serves until the new is ready."""
         with self._errors(f"load of {model!r}"):

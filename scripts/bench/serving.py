@@ -86,7 +86,7 @@ def in_process(path: str, width: int, concurrency: int, seconds: float, batch: i
         with lock:
             latencies.extend(mine)
 
-    c0, t0 = cpu_time(), time.monotonic()
+    t0 = time.monotonic()
     threads = [threading.Thread(target=loop) for _ in range(concurrency)]
     for t in threads:
         t.start()

@@ -1,0 +1,1 @@
+"""Model quality from logged predictions joined with feedback: classification metrics and drift."""
