@@ -99,10 +99,12 @@ def run_quickstart(options: QuickstartOptions, progress: Progress | None = None)
         )
         serving = ServingOptions(version_policy=VersionPolicy("all"))
         metadata = {"accuracy": accuracy, "test_samples": len(data.y_test), "quickstart_run": run_id, **run}
+        reference = export_dir / "reference.npz"  # the held-out split: the drift baseline of this version
+        np.savez(reference, features=data.x_test, predicted=demo.predict(model, data.x_test), labels=data.y_test)
         for fmt, name in MODEL_NAMES.items():
             version = versions[fmt]
             if version is None:
-                version = repo.publish(bundle, name, fmt, serving, metadata).version
+                version = repo.publish(bundle, name, fmt, serving, metadata, reference).version
                 result.published.append(f"{name}:{version}")
             offline[(name, version)] = accuracy
     result.timings_s["train_export_publish"] = round(time.monotonic() - started, 2)

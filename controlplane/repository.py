@@ -11,11 +11,14 @@ is assembled apart and moved into place in one step (Store.put_tree, create-only
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from controlplane import model_config
 from controlplane.bundle import ExportBundle
@@ -26,6 +29,7 @@ from controlplane.provenance import current_actor, git_commit, utc_now
 from controlplane.store import Store
 
 CONFIG = "config.pbtxt"
+REFERENCE = "reference.npz"
 MARKER = ".mlctl/repository.json"  # also makes an empty S3 prefix a folder tritonserver accepts
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _PUBLISH_ATTEMPTS = 5
@@ -130,6 +134,18 @@ class Repository:
                 problems.append(f"{rel}: sha256 differs from the manifest")
         return problems
 
+    def reference(self, name: str, version: int):
+        """The version's reference sample (None when it was published without one)."""
+        from controlplane.quality.monitor import Reference
+
+        manifest = self.manifest(name, version)
+        if REFERENCE not in manifest.files:
+            return None
+        with np.load(io.BytesIO(self.store.read_bytes(f"{name}/{version}/{REFERENCE}")), allow_pickle=False) as data:
+            labels = data["labels"] if "labels" in data.files else None
+            return Reference(data["features"].reshape(len(data["features"]), -1), data["predicted"], labels,
+                             manifest.metadata.get("evaluation", {}).get("accuracy"))
+
     def has_channel_config(self, name: str, channel: str) -> bool:
         return f"{channel}.pbtxt" in self.store.list_dir(f"{name}/configs")
 
@@ -147,11 +163,17 @@ class Repository:
         model_format: str,
         options: ServingOptions,
         metadata: dict | None = None,
+        reference: Path | None = None,
     ) -> Manifest:
-        """Add the next version of `name` from an export bundle; never overwrites anything."""
+        """Add the next version of `name` from an export bundle; never overwrites anything. A `reference`
+        (.npz: features, predicted, optional labels) is kept with the version as the baseline for drift,
+        and its evaluation metrics go into the manifest."""
         check_model_name(name)
         self.require().ensure_marker()
         source = bundle.file_for(model_format)
+        metadata = dict(metadata or {})
+        if reference is not None:
+            metadata["evaluation"] = evaluate_reference(Path(reference))
         config = model_config.build_config(name, model_format, bundle.signature, options)
         with tempfile.TemporaryDirectory(prefix="mlctl-publish-") as tmp:
             for _ in range(_PUBLISH_ATTEMPTS):
@@ -167,7 +189,9 @@ class Repository:
                 version_dir = tree / str(version)
                 version_dir.mkdir(parents=True)
                 shutil.copyfile(source, version_dir / FILENAMES[model_format])
-                manifest = self._manifest(name, version, model_format, bundle, version_dir, metadata or {})
+                if reference is not None:
+                    shutil.copyfile(reference, version_dir / REFERENCE)
+                manifest = self._manifest(name, version, model_format, bundle, version_dir, metadata)
                 (version_dir / MANIFEST).write_text(manifest.to_json())
                 try:
                     if exists:
@@ -223,3 +247,31 @@ class Repository:
             parity=bundle.parity.get(model_format, {}),
             metadata=metadata,
         )
+
+
+def evaluate_reference(path: Path) -> dict:
+    """Check a reference sample and compute its evaluation metrics (accuracy, per-class P/R/F1)."""
+    from controlplane.quality.classification import classification_report
+
+    if not path.is_file():
+        raise NotFoundError(f"reference file {path} not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"reference {path} is not an .npz file: {exc}") from exc
+    missing = [k for k in ("features", "predicted") if k not in arrays]
+    if missing:
+        raise UsageError(f"reference {path} lacks {', '.join(missing)}", hint="it needs features (N x F) and predicted (N), labels optional")
+    n = len(arrays["features"])
+    if len(arrays["predicted"]) != n or ("labels" in arrays and len(arrays["labels"]) != n):
+        raise UsageError(f"reference {path}: features, predicted and labels must have the same length")
+    evaluation: dict = {"samples": int(n)}
+    if "labels" in arrays:
+        report = classification_report(arrays["labels"], arrays["predicted"])
+        evaluation.update(accuracy=report.accuracy, per_class=[asdict_class(c) for c in report.classes])
+    return evaluation
+
+
+def asdict_class(c) -> dict:
+    return {"label": c.label, "precision": round(c.precision, 6), "recall": round(c.recall, 6), "f1": round(c.f1, 6), "support": c.support}

@@ -59,7 +59,20 @@ def exports(tmp_path_factory) -> dict[str, ExportBundle]:
 
 
 @pytest.fixture(scope="session")
-def session_repo(tmp_path_factory, exports) -> Repository:
+def digits_split() -> dict:
+    """scikit-learn's digits, split 60/20/20: training, the reference sample, and a later stream."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, y = (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(x))
+    train, reference, stream = np.split(order, [int(0.6 * len(x)), int(0.8 * len(x))])
+    return {"train": (x[train], y[train]), "reference": (x[reference], y[reference]), "stream": (x[stream], y[stream])}
+
+
+@pytest.fixture(scope="session")
+def session_repo(tmp_path_factory, exports, digits_split) -> Repository:
     """mlp / mlp_ts / multi / multi_ts, two versions of mlp, and a model whose config lies about its output."""
     root = tmp_path_factory.mktemp("repo")
     repo = Repository(open_store(str(root)))
@@ -75,6 +88,18 @@ def session_repo(tmp_path_factory, exports) -> Repository:
     repo.publish(exports["mlp"], "mlp", "onnx", batching, {"purpose": "second version"})
     # TorchScript: an out-of-vocabulary token makes the model itself fail (a backend failure)
     repo.publish(exports["multi"], "metered", "torchscript", ServingOptions(), {"purpose": "metrics tests only"})
+    # a trained digits classifier, published with its reference sample (the drift baseline)
+    import numpy as np
+
+    from controlplane import demo
+
+    (x_train, y_train), (x_ref, y_ref) = digits_split["train"], digits_split["reference"]
+    model = demo.train_classifier(demo.DigitsData(x_train, y_train, x_ref, y_ref), seed=0, epochs=15)
+    work = tmp_path_factory.mktemp("classifier")
+    bundle = export_model(ExportRequest("controlplane.demo:build_classifier (trained in tests)", (parse_tensor_spec("pixels:float32:64"),),
+                                        work / "export", ("probabilities",), formats=("onnx",)), model=model)
+    np.savez(work / "reference.npz", features=x_ref, predicted=demo.predict(model, x_ref), labels=y_ref)
+    repo.publish(bundle, "classifier", "onnx", ServingOptions(), {}, work / "reference.npz")
     # config says FP64 where the model returns float32: the stand-in must refuse, as native backends do
     shutil.copytree(root / "mlp", root / "liar")
     config = (root / "liar" / "config.pbtxt").read_text()

@@ -69,6 +69,7 @@ def publish(
     format: Annotated[Optional[str], typer.Option("--format", "-f", help="Which exported format to publish (needed when there are two).")] = None,
     metadata: Annotated[Optional[list[str]], typer.Option("--metadata", "-m", help="key=value to record in the manifest (repeatable).")] = None,
     metadata_file: Annotated[Optional[Path], typer.Option(help="A JSON object to record in the manifest, e.g. evaluation metrics.")] = None,
+    reference: Annotated[Optional[Path], typer.Option(help="Reference sample (.npz: features, predicted, labels) kept as the drift baseline.")] = None,
     instance_count: Annotated[int, typer.Option(help="Model instances (new models only).")] = 1,
     instance_kind: Annotated[str, typer.Option(help="cpu or gpu (new models only).")] = "cpu",
     dynamic_batching: Annotated[bool, typer.Option(help="Dynamic batching (new models only).")] = True,
@@ -96,7 +97,7 @@ def publish(
         version_policy=VersionPolicy.parse(version_policy),
     )
     meta = parse_metadata(metadata or [], metadata_file)
-    manifest = Repository(open_store(ctx.obj.repository)).publish(bundle, name, format, options, meta)
+    manifest = Repository(open_store(ctx.obj.repository)).publish(bundle, name, format, options, meta, reference)
     if json:
         emit_json(jsonlib.loads(manifest.to_json()))
     else:

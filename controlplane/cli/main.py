@@ -8,11 +8,13 @@ from typing import Annotated, Optional
 import typer
 
 from controlplane.cli import export as export_cli
+from controlplane.cli import gateway as gateway_cli
 from controlplane.cli import health as health_cli
 from controlplane.cli import infer as infer_cli
 from controlplane.cli import lifecycle as lifecycle_cli
 from controlplane.cli import metrics as metrics_cli
 from controlplane.cli import models as models_cli
+from controlplane.cli import monitor as monitor_cli
 from controlplane.cli import quickstart as quickstart_cli
 from controlplane.cli import server as server_cli
 from controlplane.errors import MlctlError
@@ -61,6 +63,8 @@ def main(
 app.add_typer(server_cli.app, name="server")
 app.add_typer(models_cli.app, name="model")
 app.add_typer(metrics_cli.app, name="metrics")
+app.add_typer(gateway_cli.app, name="gateway")
+app.add_typer(monitor_cli.app, name="monitor")
 app.command("export")(export_cli.export)
 app.command("publish")(export_cli.publish)
 app.command("infer")(infer_cli.infer)

@@ -1,0 +1,1 @@
+"""The prediction gateway: FastAPI in front of Triton, with a prediction log and feedback."""
