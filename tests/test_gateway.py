@@ -125,7 +125,10 @@ def test_feedback_loop_detects_a_controlled_shift_and_stays_quiet_without_one(ga
     quiet = run_mlctl("monitor", "check", "classifier", "--window", "10m", "--min-coverage", "0.9", env=env)
     assert quiet.returncode == 0, quiet.stderr
     report = json.loads(run_mlctl("monitor", "report", "classifier", "--window", "10m", "--json", env=env).stdout)["versions"]["1"]
-    assert report["labelled"] == report["predictions"] >= len(y_stream) and report["coverage"] == 1.0
+    # earlier tests of this module sent a few unlabelled predictions through the same gateway
+    assert report["labelled"] == len(y_stream) and report["predictions"] - report["labelled"] < 10
+    assert report["coverage"] > 0.95 and report["label_delay"]["median_s"] >= 0
+    assert report["data_drift"]["drifted"] == [] and report["concept_drift"]["drifted"] is False
     from sklearn.metrics import f1_score
 
     html = tmp_path / "report.html"
@@ -145,8 +148,12 @@ def test_feedback_loop_detects_a_controlled_shift_and_stays_quiet_without_one(ga
     # the per-class figures are scikit-learn's on the same joined data
     import pyarrow.parquet as pq
 
-    predictions = pq.read_table(list(Path(gateway["log"]).rglob("predictions/**/*.parquet"))).to_pydict()
-    feedback = pq.read_table(list(Path(gateway["log"]).rglob("feedback/*.parquet"))).to_pydict()
+    import pyarrow as pa
+
+    def read(pattern: str) -> dict:
+        return pa.concat_tables([pq.ParquetFile(p).read() for p in Path(gateway["log"]).rglob(pattern)]).to_pydict()
+
+    predictions, feedback = read("predictions/**/*.parquet"), read("feedback/*.parquet")
     labels = dict(zip(feedback["prediction_id"], feedback["label"]))
     pairs = [(labels[i], p) for i, p in zip(predictions["prediction_id"], predictions["predicted"]) if i in labels]
     y_true, y_pred = zip(*pairs)
@@ -174,10 +181,10 @@ def test_clean_shutdown_flushes_every_prediction(triton, tmp_path):
         assert call(url, "/v1/models/classifier/predict", {"inputs": {"pixels": [[0.1] * 64, [0.2] * 64]}}, key=ADMIN_KEY)[0] == 200
     assert not list(log.rglob("*.parquet"))  # nothing flushed yet: the batch is neither full nor old
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
+    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn shuts down gracefully, then re-raises the signal
     import pyarrow.parquet as pq
 
-    assert sum(pq.read_table(p).num_rows for p in log.rglob("predictions/**/*.parquet")) == 50
+    assert sum(pq.ParquetFile(p).metadata.num_rows for p in log.rglob("predictions/**/*.parquet")) == 50
 
 
 def test_gateway_refuses_to_start_without_keys(triton):

@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.security import APIKeyHeader
 
 from controlplane import model_config
 from controlplane.errors import UsageError
@@ -81,8 +83,6 @@ async def _reject(send, limit: int) -> None:
 
 
 def create_app(config: GatewayConfig):
-    from fastapi import Depends, FastAPI, HTTPException, Request, Response
-    from fastapi.security import APIKeyHeader
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
     import tritonclient.grpc.aio as grpcclient
     from tritonclient.utils import InferenceServerException

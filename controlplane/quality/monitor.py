@@ -56,7 +56,8 @@ def joined(predictions, feedback, model: str, since: datetime):
     con = duckdb.connect()
     con.register("predictions", predictions)
     con.register("feedback", feedback)
-    return con.execute(JOIN, {"model": model, "since": since}).fetch_arrow_table()
+    result = con.execute(JOIN, {"model": model, "since": since})
+    return result.to_arrow_table() if hasattr(result, "to_arrow_table") else result.fetch_arrow_table()  # DuckDB 2 / 1
 
 
 def _delay_stats(times, label_times) -> dict:
