@@ -26,8 +26,9 @@ def files() -> dict[Path, str]:
     return {
         ROOT / "prometheus" / "rules" / "mlctl-alerts.yml": dump(artifacts.alert_rules()),
         ROOT / "prometheus" / "prometheus.yml": dump(artifacts.prometheus_config(
-            ["triton-1:8002", "triton-2:8002"], ["gateway:8080"], ["/etc/prometheus/rules/*.yml"])),
+            ["triton-1:8002", "triton-2:8002"], ["gateway:8080"], ["/etc/prometheus/rules/*.yml"], quality=["quality-exporter:9109"])),
         ROOT / "grafana" / "dashboards" / "mlctl-serving.json": json.dumps(artifacts.grafana_dashboard(), indent=2) + "\n",
+        ROOT / "grafana" / "dashboards" / "mlctl-quality.json": json.dumps(artifacts.grafana_quality_dashboard(), indent=2) + "\n",
     }
 
 

@@ -84,7 +84,7 @@ def test_promtool_accepts_config_and_rules(tmp_path):
     rules = ROOT / "deploy" / "prometheus" / "rules" / "mlctl-alerts.yml"
     check = subprocess.run([PROMTOOL, "check", "rules", str(rules)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "6 rules found" in check.stdout
+    assert "11 rules found" in check.stdout
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     config["rule_files"] = [str(rules)]
     (tmp_path / "p.yml").write_text(yaml.safe_dump(config))

@@ -54,3 +54,42 @@ def test_concept_drift_rule():
     assert rule.judge(0.95, 0.80, 200) == "drift"
     assert rule.judge(0.95, 0.93, 200) == "ok"
     assert rule.judge(0.95, 0.10, 20) == "insufficient labels"
+
+
+def test_monitor_export_gauges_match_the_report(tmp_path, exports):
+    """A synthetic log with known labels: the gauges say what the report says, and the accuracy is exact."""
+    from datetime import datetime, timezone
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from conftest import run_mlctl
+    from controlplane.model_config import ServingOptions
+    from controlplane.predlog import PredictionLog
+    from controlplane.repository import Repository
+    from controlplane.store import open_store
+
+    rng = np.random.default_rng(5)
+    (tmp_path / "repo").mkdir()
+    reference = tmp_path / "ref.npz"
+    np.savez(reference, features=rng.normal(size=(300, 8)), predicted=rng.integers(0, 4, 300), labels=rng.integers(0, 4, 300))
+    Repository(open_store(str(tmp_path / "repo"))).publish(exports["mlp"], "synthetic", "onnx", ServingOptions(), {}, reference)
+    log = PredictionLog(open_store(str(tmp_path / "log")), flush_rows=64)
+    now = datetime.now(timezone.utc)
+    for i in range(200):
+        predicted = int(rng.integers(0, 4))
+        log.predictions("synthetic").append({"prediction_id": f"p{i}", "time": now, "model": "synthetic", "version": "1",
+                                             "features": rng.normal(size=8).tolist(), "outputs": [0.0] * 4, "predicted": predicted,
+                                             "latency_ms": 1.0, "status": "ok"})
+        log.feedback.append({"prediction_id": f"p{i}", "time": now, "label": predicted if i < 150 else (predicted + 1) % 4})
+    log.close()
+    env = {"MLCTL_REPOSITORY": str(tmp_path / "repo"), "MLCTL_PREDICTION_LOG": str(tmp_path / "log")}
+    result = run_mlctl("monitor", "export", "synthetic", "--once", env=env)
+    assert result.returncode == 0, result.stderr
+    gauges = {(s.name, s.labels.get("class")): s.value for f in text_string_to_metric_families(result.stdout) for s in f.samples}
+    assert gauges[("mlctl_quality_accuracy", None)] == pytest.approx(0.75)
+    assert gauges[("mlctl_quality_feedback_coverage", None)] == 1.0
+    assert gauges[("mlctl_quality_predictions", None)] == 200
+    assert gauges[("mlctl_drift_features_drifted", None)] == 0
+    report = __import__("json").loads(run_mlctl("monitor", "report", "synthetic", "--json", env=env).stdout)["versions"]["1"]
+    for c in report["quality"]["classes"]:
+        assert gauges[("mlctl_quality_class_f1", str(c["label"]))] == pytest.approx(c["f1"])

@@ -84,3 +84,35 @@ def _pct(value) -> str:
 
 def _num(value) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    model: str,
+    log: Log,
+    window: Window = "1h",
+    port: Annotated[int, typer.Option(help="Serve /metrics on this port.")] = 9109,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    interval: Annotated[float, typer.Option(help="Recompute at most this often (seconds).")] = 60.0,
+    once: Annotated[bool, typer.Option("--once", help="Print the gauges once (Prometheus text format) and exit.")] = False,
+) -> None:
+    """Quality and drift as Prometheus gauges, for alert rules and dashboards."""
+    from controlplane.quality.exporter import QualityCollector, render_text
+
+    if once:
+        emit(render_text(_report(ctx, model, log, None, window)).rstrip())
+        return
+    import time
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(QualityCollector(lambda: _report(ctx, model, log, None, window), interval))
+    start_http_server(port, addr=host, registry=registry)
+    emit(f"serving quality gauges of {model!r} on http://{host}:{port}/metrics")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass

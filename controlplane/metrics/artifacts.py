@@ -19,6 +19,8 @@ class Budgets:
     gpu_utilization: float = 0.95
     queue_growth: float = 2.0  # average queue time now vs. over the last hour
     min_queue_ms: float = 5.0
+    accuracy_drop: float = 0.05  # below the reference accuracy
+    min_feedback_coverage: float = 0.05
 
 
 def per_version(expr: str) -> str:
@@ -58,13 +60,31 @@ def alert_rules(budgets: Budgets = Budgets()) -> dict:
             rule("MlctlQueueTimeGrowing", f"({queue_now}) > {budgets.queue_growth} * ({queue_hour}) and ({queue_now}) > {budgets.min_queue_ms}",
                  "10m", "warning", "queue time of {{ $labels.model }} v{{ $labels.version }} is growing"),
         ],
+    }, {
+        "name": "mlctl-quality",
+        "rules": [
+            rule("MlctlAccuracyBelowReference",
+                 f"mlctl_quality_accuracy < on (model, version) (mlctl_quality_reference_accuracy - {budgets.accuracy_drop})",
+                 "30m", "warning", "accuracy of {{ $labels.model }} v{{ $labels.version }} is below its reference"),
+            rule("MlctlDataDrift", "mlctl_drift_features_drifted > 0", "30m", "warning",
+                 "{{ $value }} drifted features in {{ $labels.model }} v{{ $labels.version }}"),
+            rule("MlctlPredictionDrift", "mlctl_drift_prediction_pvalue < 0.01", "30m", "warning",
+                 "class distribution of {{ $labels.model }} v{{ $labels.version }} moved from the reference"),
+            rule("MlctlConceptDrift", "mlctl_drift_concept == 1", "15m", "critical",
+                 "concept drift in {{ $labels.model }} v{{ $labels.version }}"),
+            rule("MlctlFeedbackCoverageLow", f"mlctl_quality_feedback_coverage < {budgets.min_feedback_coverage}", "1h", "info",
+                 "few labels arrive for {{ $labels.model }} v{{ $labels.version }}"),
+        ],
     }]}
 
 
-def prometheus_config(triton: list[str], gateway: list[str], rule_files: list[str], interval: str = "15s") -> dict:
+def prometheus_config(triton: list[str], gateway: list[str], rule_files: list[str], interval: str = "15s",
+                      quality: list[str] | None = None) -> dict:
     jobs = [{"job_name": "triton", "static_configs": [{"targets": triton}]}]
     if gateway:
         jobs.append({"job_name": "gateway", "static_configs": [{"targets": gateway}]})
+    if quality:
+        jobs.append({"job_name": "mlctl-quality", "static_configs": [{"targets": quality}]})
     return {"global": {"scrape_interval": interval, "evaluation_interval": interval}, "rule_files": rule_files, "scrape_configs": jobs}
 
 
@@ -96,6 +116,41 @@ def grafana_dashboard() -> dict:
             {"name": "version", "type": "query", "datasource": {"type": "prometheus", "uid": "${datasource}"},
              "query": 'label_values(nv_inference_count{model="$model"}, version)', "refresh": 2, "includeAll": True, "multi": True,
              "allValue": ".*"},
+        ]},
+        "panels": panels,
+    }
+
+
+QUALITY_PANELS = (
+    ("Accuracy vs reference", ['mlctl_quality_accuracy{model="$model"}', 'mlctl_quality_reference_accuracy{model="$model"}'], "percentunit"),
+    ("F1 per class", ['mlctl_quality_class_f1{model="$model"}'], "percentunit"),
+    ("Feedback coverage", ['mlctl_quality_feedback_coverage{model="$model"}'], "percentunit"),
+    ("Label delay (median)", ['mlctl_quality_label_delay_seconds{model="$model"}'], "s"),
+    ("Drifted features", ['mlctl_drift_features_drifted{model="$model"}'], "short"),
+    ("Largest PSI", ['mlctl_drift_psi_max{model="$model"}'], "short"),
+    ("Prediction drift p-value", ['mlctl_drift_prediction_pvalue{model="$model"}'], "short"),
+    ("Concept drift", ['mlctl_drift_concept{model="$model"}'], "short"),
+)
+
+
+def grafana_quality_dashboard() -> dict:
+    """Quality panels over the gauges of `mlctl monitor export` (controlplane.quality.exporter)."""
+    panels = []
+    for index, (title, exprs, unit) in enumerate(QUALITY_PANELS):
+        panels.append({
+            "id": index + 1, "type": "timeseries", "title": title,
+            "datasource": {"type": "prometheus", "uid": "${datasource}"},
+            "gridPos": {"h": 8, "w": 12, "x": (index % 2) * 12, "y": (index // 2) * 8},
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "targets": [{"refId": chr(65 + i), "expr": e, "legendFormat": "v{{version}} {{class}}"} for i, e in enumerate(exprs)],
+        })
+    return {
+        "uid": "mlctl-quality", "title": "mlctl: model quality and drift", "schemaVersion": 39, "version": 1,
+        "time": {"from": "now-24h", "to": "now"}, "refresh": "1m",
+        "templating": {"list": [
+            {"name": "datasource", "type": "datasource", "query": "prometheus"},
+            {"name": "model", "type": "query", "datasource": {"type": "prometheus", "uid": "${datasource}"},
+             "query": "label_values(mlctl_quality_predictions, model)", "refresh": 2},
         ]},
         "panels": panels,
     }
