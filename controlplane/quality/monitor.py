@@ -56,47 +56,74 @@ def joined(predictions, feedback, model: str, since: datetime):
     con = duckdb.connect()
     con.register("predictions", predictions)
     con.register("feedback", feedback)
-    result = con.execute(JOIN, {"model": model, "since": since})
-    return result.to_arrow_table() if hasattr(result, "to_arrow_table") else result.fetch_arrow_table()  # DuckDB 2 / 1
+    relation = con.sql(JOIN, params={"model": model, "since": since})
+    return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()  # DuckDB 2 / 1
 
 
-def _delay_stats(times, label_times) -> dict:
-    delays = [(l - t).total_seconds() for t, l in zip(times, label_times) if l is not None]
-    if not delays:
-        return {"median_s": None, "p90_s": None}
-    return {"median_s": float(np.median(delays)), "p90_s": float(np.percentile(delays, 90))}
+DRIFT_SAMPLE = 200_000  # drift statistics use at most this many predictions per version (an even sample)
 
 
-def version_report(rows: dict, reference: Reference | None, options: MonitorOptions, since: datetime, now: datetime) -> dict:
-    labelled = [i for i, label in enumerate(rows["label"]) if label is not None]
-    y_true = np.array([rows["label"][i] for i in labelled], dtype=np.int64)
-    y_pred = np.array([rows["predicted"][i] for i in labelled], dtype=np.int64)
-    classes = sorted(set(y_true.tolist()) | set(y_pred.tolist()) | (set(reference.predicted.tolist()) if reference else set()))
-    quality = classification_report(y_true, y_pred, labels=classes) if labelled else None
+def _columns(table) -> dict:
+    """The joined rows of one version as numpy arrays (vectorised: a million rows stay fast)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    features = table["features"].combine_chunks() if n else pa.array([], pa.list_(pa.float64()))
+    flat = features.flatten().to_numpy(zero_copy_only=False) if n else np.zeros(0)
+    width = len(flat) // n if n else 0
+    labels = table["label"]
+    return {
+        "time": table["time"].to_numpy().astype("datetime64[ms]").astype(np.int64) / 1000.0 if n else np.zeros(0),
+        "features": flat.reshape(n, width) if n and width * n == len(flat) else None,
+        "predicted": pc.fill_null(table["predicted"], -1).to_numpy(zero_copy_only=False),
+        "label": pc.fill_null(labels, -1).to_numpy(zero_copy_only=False),
+        "labelled": pc.is_valid(labels).to_numpy(zero_copy_only=False),
+        "label_time": pc.fill_null(table["label_time"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()), 0).to_numpy(zero_copy_only=False) / 1000.0,
+    }
+
+
+def version_report(table, reference: Reference | None, options: MonitorOptions, since: datetime, now: datetime) -> dict:
+    c = _columns(table)
+    n = len(c["time"])
+    labelled = c["labelled"]
+    y_true, y_pred = c["label"][labelled], c["predicted"][labelled]
+    seen = set(np.unique(y_true).tolist()) | set(np.unique(y_pred[y_pred >= 0]).tolist())
+    classes = sorted(seen | (set(np.unique(reference.predicted).tolist()) if reference is not None else set()))
+    quality = classification_report(y_true, y_pred, labels=classes) if labelled.any() else None
+    delays = (c["label_time"] - c["time"])[labelled]
     out: dict = {
-        "predictions": len(rows["time"]),
-        "labelled": len(labelled),
-        "coverage": len(labelled) / len(rows["time"]) if rows["time"] else None,
-        "label_delay": _delay_stats(rows["time"], rows["label_time"]),
+        "predictions": n,
+        "labelled": int(labelled.sum()),
+        "coverage": float(labelled.mean()) if n else None,
+        "label_delay": {"median_s": float(np.median(delays)) if len(delays) else None,
+                        "p90_s": float(np.percentile(delays, 90)) if len(delays) else None},
         "quality": quality.to_dict() if quality else None,
         "reference_accuracy": reference.accuracy if reference else None,
     }
-    if reference is not None and rows["time"]:
-        features = np.array(rows["features"], dtype=float)
+    if reference is not None and n and c["features"] is not None:
+        step = max(1, n // DRIFT_SAMPLE)
+        features = c["features"][::step]
         names = [f"f{i}" for i in range(features.shape[1])]
         drift = feature_drift(names, reference.features, features, options.psi_threshold, options.ks_alpha)
-        out["data_drift"] = {"features": [d.to_dict() for d in drift], "drifted": [d.feature for d in drift if d.drifted]}
-        predicted = np.array([p for p in rows["predicted"] if p is not None], dtype=np.int64)
+        out["data_drift"] = {"features": [d.to_dict() for d in drift], "drifted": [d.feature for d in drift if d.drifted],
+                             "sampled": len(features)}
+        predicted = c["predicted"][c["predicted"] >= 0]
         out["prediction_drift"] = prediction_drift(reference.predicted, predicted, classes, options.chi_alpha).to_dict() if len(predicted) else None
     # concept drift: accuracy per sub-window, judged against the reference by the documented rule
-    edges = [since + (now - since) * i / options.windows for i in range(options.windows + 1)]
+    t0, t1 = since.timestamp(), now.timestamp()
+    edges = [t0 + (t1 - t0) * i / options.windows for i in range(options.windows + 1)]
     windows = []
+    correct = c["label"] == c["predicted"]
     for start, end in zip(edges, edges[1:]):
-        idx = [i for i in labelled if start <= rows["time"][i] < end]
-        accuracy = float(np.mean([rows["label"][i] == rows["predicted"][i] for i in idx])) if idx else None
-        verdict = options.rule.judge(reference.accuracy, accuracy, len(idx)) if reference and reference.accuracy is not None \
+        mask = labelled & (c["time"] >= start) & (c["time"] < end)
+        count = int(mask.sum())
+        accuracy = float(correct[mask].mean()) if count else None
+        verdict = options.rule.judge(reference.accuracy, accuracy, count) if reference and reference.accuracy is not None \
             else "no reference accuracy"
-        windows.append({"start": start.isoformat(), "end": end.isoformat(), "labelled": len(idx), "accuracy": accuracy, "verdict": verdict})
+        windows.append({"start": datetime.fromtimestamp(start, timezone.utc).isoformat(),
+                        "end": datetime.fromtimestamp(end, timezone.utc).isoformat(),
+                        "labelled": count, "accuracy": accuracy, "verdict": verdict})
     out["concept_drift"] = {"rule": f"drift when a window with at least {options.rule.min_labelled} labels is more than "
                                     f"{options.rule.max_drop:.0%} below the reference accuracy",
                             "windows": windows, "drifted": any(w["verdict"] == "drift" for w in windows)}
@@ -104,17 +131,17 @@ def version_report(rows: dict, reference: Reference | None, options: MonitorOpti
 
 
 def build_report(predictions, feedback, references: dict[str, Reference | None], options: MonitorOptions) -> dict:
+    import pyarrow.compute as pc
+
     now = options.now or datetime.now(timezone.utc)
     since = now - timedelta(seconds=options.window_s)
     table = joined(predictions, feedback, options.model, since)
-    data = table.to_pydict()
-    versions = sorted(set(data["version"]), key=lambda v: int(v) if v.isdigit() else 0)
+    versions = sorted(set(table["version"].to_pylist()), key=lambda v: int(v) if v.isdigit() else 0)
     if options.version:
         versions = [v for v in versions if v == options.version]
     report = {"model": options.model, "window_s": options.window_s, "since": since.isoformat(), "until": now.isoformat(), "versions": {}}
     for version in versions:
-        idx = [i for i, v in enumerate(data["version"]) if v == version]
-        rows = {k: [data[k][i] for i in idx] for k in ("time", "features", "predicted", "label", "label_time")}
+        rows = table.filter(pc.equal(table["version"], version))
         report["versions"][version] = version_report(rows, references.get(version), options, since, now)
     return report
 
