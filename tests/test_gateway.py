@@ -34,25 +34,30 @@ def call(url: str, path: str, body=None, key: str | None = PREDICT_KEY, raw: byt
         return exc.code, json.loads(exc.read().decode() or "{}")
 
 
-@pytest.fixture(scope="module")
-def gateway(triton, tmp_path_factory):
-    log = tmp_path_factory.mktemp("prediction-log")
+def start_gateway(triton, log: Path, *options: str) -> tuple[subprocess.Popen, str]:
+    """`mlctl gateway serve` as a user runs it, once /healthz answers."""
     port = free_port()
     env = {**os.environ, "MLCTL_GATEWAY_PREDICT_KEYS": PREDICT_KEY, "MLCTL_GATEWAY_ADMIN_KEYS": ADMIN_KEY, "PYTHONPATH": str(TESTS)}
     proc = subprocess.Popen([MLCTL, "gateway", "serve", "--port", str(port), "--triton-url", triton.grpc_url, "--log", str(log),
-                             "--flush-rows", "100", "--flush-seconds", "0.5", "--max-body-bytes", "200000"], env=env)
+                             *options], env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
             if call(url, "/healthz", key=None)[0] == 200:
-                break
+                return proc, url
         except OSError:
             pass
         if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()
             raise RuntimeError("gateway did not start")
         time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def gateway(triton, tmp_path_factory):
+    log = tmp_path_factory.mktemp("prediction-log")
+    proc, url = start_gateway(triton, log, "--flush-rows", "100", "--flush-seconds", "0.5", "--max-body-bytes", "200000")
     yield {"url": url, "log": log, "proc": proc}
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -164,19 +169,7 @@ def test_feedback_loop_detects_a_controlled_shift_and_stays_quiet_without_one(ga
 
 def test_clean_shutdown_flushes_every_prediction(triton, tmp_path):
     log = tmp_path / "log"
-    port = free_port()
-    env = {**os.environ, "MLCTL_GATEWAY_ADMIN_KEYS": ADMIN_KEY}
-    proc = subprocess.Popen([MLCTL, "gateway", "serve", "--port", str(port), "--triton-url", triton.grpc_url, "--log", str(log),
-                             "--flush-rows", "100000", "--flush-seconds", "3600"], env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if call(url, "/healthz", key=None)[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.2)
-        assert time.monotonic() < deadline
+    proc, url = start_gateway(triton, log, "--flush-rows", "100000", "--flush-seconds", "3600")
     for _ in range(25):
         assert call(url, "/v1/models/classifier/predict", {"inputs": {"pixels": [[0.1] * 64, [0.2] * 64]}}, key=ADMIN_KEY)[0] == 200
     assert not list(log.rglob("*.parquet"))  # nothing flushed yet: the batch is neither full nor old
