@@ -6,7 +6,9 @@
     [channels.staging]
     replicas = ["127.0.0.1:8101"]
 
-`MLCTL_TARGETS_PRODUCTION=host:port,host:port` replaces the file's list for that channel.
+`MLCTL_TARGETS_PRODUCTION=host:port,host:port` replaces the file's list for that channel. An entry
+`dns:NAME:PORT` stands for every address NAME resolves to (a Kubernetes headless Service gives one per
+ready pod); it is resolved each time the replicas are asked for.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controlplane.channels import check_channel
-from controlplane.errors import NotFoundError, UsageError
+from controlplane.errors import NotFoundError, UnavailableError, UsageError
 
 ENV_PREFIX = "MLCTL_TARGETS_"
 
@@ -29,7 +31,23 @@ class Targets:
     source: str = "(none)"
 
     def replicas(self, channel: str) -> tuple[str, ...]:
-        return self.channels.get(channel, ())
+        out: list[str] = []
+        for endpoint in self.channels.get(channel, ()):
+            out += resolve(endpoint) if endpoint.startswith("dns:") else [endpoint]
+        return tuple(dict.fromkeys(out))
+
+
+def resolve(endpoint: str) -> list[str]:
+    """`dns:NAME:PORT` -> one `address:port` per address of NAME (sorted, IPv4 first)."""
+    import socket
+
+    host, _, port = endpoint.removeprefix("dns:").rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise UnavailableError(f"replicas {endpoint!r}: {host} does not resolve ({exc})") from exc
+    addresses = sorted({info[4][0] for info in infos}, key=lambda a: (":" in a, a))
+    return [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses]
 
 
 def _endpoints(value, where: str) -> tuple[str, ...]:
@@ -38,7 +56,7 @@ def _endpoints(value, where: str) -> tuple[str, ...]:
         raise UsageError(f"{where}: replicas must be a list of 'host:port' strings")
     endpoints = tuple(i.strip() for i in items if i.strip())
     for endpoint in endpoints:
-        host, sep, port = endpoint.rpartition(":")
+        host, sep, port = endpoint.removeprefix("dns:").rpartition(":")
         if not sep or not host or not port.isdigit():
             raise UsageError(f"{where}: replica {endpoint!r} is not host:port")
     return endpoints

@@ -74,6 +74,17 @@ def test_targets_from_file_and_env(tmp_path):
         load_targets(str(tmp_path / "missing.toml"), {})
 
 
+def test_dns_targets_expand_to_every_address():
+    from controlplane.errors import UnavailableError
+    from controlplane.targets import Targets
+
+    targets = Targets({"production": ("dns:localhost:8001", "10.0.0.9:8001")})
+    replicas = targets.replicas("production")
+    assert "127.0.0.1:8001" in replicas and replicas[-1] == "10.0.0.9:8001"
+    with pytest.raises(UnavailableError, match="does not resolve"):
+        Targets({"production": ("dns:no-such-host.invalid:8001",)}).replicas("production")
+
+
 def test_local_compare_and_swap_lets_exactly_one_writer_win(tmp_path):
     store = LocalStore(tmp_path)
     token = store.write_if("state.json", b"v0", None)

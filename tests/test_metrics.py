@@ -182,6 +182,14 @@ def test_known_load_is_reported_by_both_sources(triton, prometheus):
     assert report["server"]["cpu_utilization"] is not None
     assert report["server"]["cpu_memory_used_bytes"] > 0
     assert report["server"]["gpu_utilization"] is None  # no GPU here: said as missing, not as zero
+    started = time.perf_counter()
+    five = run_mlctl("metrics", "metered", "--window", "5m", "--json", "--prometheus-url", prometheus)
+    elapsed = time.perf_counter() - started
+    assert five.returncode == 0
+    print(f"\nagreement: sent {good} ok + {bad} failing at concurrency {concurrency}; direct: {figures['success']:.0f} ok, "
+          f"{figures['failures']:.0f} failed {by_scrapes.versions[0].failures_by_reason}; prometheus (2m window): "
+          f"{prom['success']:.1f} ok, {prom['failures']:.1f} failed {report['versions'][0]['failures_by_reason']}, "
+          f"error rate {prom['error_rate']:.4f} vs direct {figures['error_rate']:.4f}; mlctl metrics --window 5m: {elapsed:.2f} s")
 
 
 @pytest.mark.e2e

@@ -43,9 +43,21 @@ def promote(
     version: int,
     to: Annotated[str, typer.Option("--to", help="Channel, e.g. staging or production.")],
     reason: Annotated[str, typer.Option(help="Why, for the audit history.")] = "",
+    gate: Annotated[bool, typer.Option("--gate", help="Refuse unless the promotion gates pass first.")] = False,
+    gate_url: Annotated[Optional[str], typer.Option(help="Triton serving the candidate, for --gate [default: the channel's first replica].")] = None,
+    gate_thresholds: Annotated[Optional[str], typer.Option(envvar="MLCTL_GATE_THRESHOLDS", help="Thresholds file for --gate.")] = None,
     json: Json = False,
 ) -> None:
     """Point a channel at a version and switch its replicas one at a time, with no failed requests."""
+    if gate:
+        from controlplane.cli.gate import run_gate, show
+        from controlplane.errors import CheckFailedError
+
+        verdict = run_gate(ctx, model, version, to, gate_url, gate_thresholds, None)
+        if not verdict.passed:
+            show(verdict, json=False)
+            failed = ", ".join(g.gate for g in verdict.gates if not g.passed)
+            raise CheckFailedError(f"promotion of {model} v{version} to {to} refused: failed gate(s) {failed}; nothing changed")
     _report(lifecycle(ctx).promote(model, version, to, reason), json)
 
 

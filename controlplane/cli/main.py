@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from controlplane.cli import export as export_cli
+from controlplane.cli import gate as gate_cli
 from controlplane.cli import gateway as gateway_cli
 from controlplane.cli import health as health_cli
 from controlplane.cli import infer as infer_cli
@@ -73,6 +74,7 @@ app.command("rollback")(lifecycle_cli.rollback)
 app.command("status")(lifecycle_cli.status)
 app.command("history")(lifecycle_cli.history)
 app.command("reconcile")(lifecycle_cli.reconcile)
+app.command("gate")(gate_cli.gate)
 app.command("health")(health_cli.health)
 app.command("quickstart")(quickstart_cli.quickstart)
 

@@ -35,7 +35,7 @@ def start(
     runtime: Annotated[str, typer.Option(help="local (the wheel's tritonserver) or docker (NGC image).")] = "local",
     image: Annotated[str, typer.Option(help="Image for --runtime docker.")] = "",
     gpus: Annotated[bool, typer.Option(help="Give the container all GPUs (--runtime docker).")] = False,
-    channel: Annotated[Optional[str], typer.Option(help="Serve this channel's promoted versions (a replica of that environment).")] = None,
+    channel: Annotated[Optional[str], typer.Option(envvar="MLCTL_CHANNEL", help="Serve this channel's promoted versions (a replica of that environment).")] = None,
     restrict_control: Annotated[bool, typer.Option(help="Restrict the model-repository API to the control key [default: when a key is set].")] = True,
     tritonserver: Annotated[Optional[str], typer.Option(envvar="MLCTL_TRITONSERVER", help="tritonserver executable [default: the nvidia-pytriton wheel's].")] = None,
     json: Json = False,

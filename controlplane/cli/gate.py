@@ -1,0 +1,60 @@
+"""`mlctl gate`: promotion gates against a live Triton serving the candidate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from controlplane.cli.render import emit, emit_json, table
+
+GateUrl = Annotated[Optional[str], typer.Option("--url", help="Triton gRPC host:port serving the candidate [default: the channel's first replica].")]
+Thresholds = Annotated[Optional[str], typer.Option("--thresholds", envvar="MLCTL_GATE_THRESHOLDS", help="TOML file with a [gate] table.")]
+Holdout = Annotated[Optional[Path], typer.Option("--holdout", help="Held-out set (.npz: features, labels) [default: the version's reference].")]
+
+
+def run_gate(ctx: typer.Context, model: str, version: int, channel: str, url: Optional[str], thresholds: Optional[str], holdout: Optional[Path]):
+    from controlplane.errors import UsageError
+    from controlplane.gate import GateThresholds, evaluate
+    from controlplane.repository import Repository
+    from controlplane.store import open_store
+    from controlplane.targets import load_targets
+
+    settings = ctx.obj
+    if url is None:
+        replicas = load_targets(settings.targets_file).replicas(channel)
+        if not replicas:
+            raise UsageError(f"no Triton to gate against: channel {channel!r} has no replicas", hint="pass --url host:port")
+        url = replicas[0]
+    repo = Repository(open_store(settings.repository)).require()
+    return evaluate(repo, model, version, channel, url, GateThresholds.load(thresholds), holdout)
+
+
+def show(verdict, json: bool) -> None:
+    if json:
+        emit_json(verdict.to_dict())
+        return
+    rows = [[g.gate, "pass" if g.passed else "FAIL", "-" if g.value is None else f"{g.value:.4g}",
+             "-" if g.threshold is None else f"{g.threshold:.4g}", g.detail] for g in verdict.gates]
+    emit(table(["gate", "result", "value", "threshold", "detail"], rows))
+
+
+def gate(
+    ctx: typer.Context,
+    model: str,
+    version: int,
+    channel: Annotated[str, typer.Option(help="The channel the candidate is headed for.")] = "staging",
+    url: GateUrl = None,
+    thresholds: Thresholds = None,
+    holdout: Holdout = None,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Integrity, held-out accuracy from served answers, p99 under load, error rate; exit 6 when a gate fails."""
+    from controlplane.errors import CheckFailedError
+
+    verdict = run_gate(ctx, model, version, channel, url, thresholds, holdout)
+    show(verdict, json)
+    if not verdict.passed:
+        failed = ", ".join(g.gate for g in verdict.gates if not g.passed)
+        raise CheckFailedError(f"{model} v{version} failed the gate(s): {failed}")
