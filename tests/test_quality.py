@@ -93,3 +93,37 @@ def test_monitor_export_gauges_match_the_report(tmp_path, exports):
     report = __import__("json").loads(run_mlctl("monitor", "report", "synthetic", "--json", env=env).stdout)["versions"]["1"]
     for c in report["quality"]["classes"]:
         assert gauges[("mlctl_quality_class_f1", str(c["label"]))] == pytest.approx(c["f1"])
+
+
+def test_prediction_log_and_report_on_s3(s3_env, exports):
+    """Segments written to a real S3-compatible server, joined back by DuckDB, reported by the CLI."""
+    import json
+    from datetime import datetime, timezone
+
+    from conftest import new_s3_uri, run_mlctl
+    from controlplane.predlog import PredictionLog, read_tables
+    from controlplane.store import open_store
+
+    uri = new_s3_uri() + "/log"
+    log = PredictionLog(open_store(uri), flush_rows=10)
+    now = datetime.now(timezone.utc)
+    for i in range(30):
+        log.predictions("m").append({"prediction_id": f"s3-{i}", "time": now, "model": "m", "version": "1", "features": [float(i)],
+                                     "outputs": [], "predicted": i % 3, "latency_ms": 1.0, "status": "ok"})
+        if i % 2 == 0:
+            log.feedback.append({"prediction_id": f"s3-{i}", "time": now, "label": i % 3})
+    log.close()
+    predictions, feedback = read_tables(open_store(uri), "m")
+    assert (predictions.num_rows, feedback.num_rows) == (30, 15)
+    assert len(open_store(uri).list_files("predictions/model=m")) == 3  # flushed by size: 10 records a segment
+    from controlplane.model_config import ServingOptions
+    from controlplane.repository import Repository
+
+    repo = Repository(open_store(new_s3_uri()))
+    repo.publish(exports["mlp"], "m", "onnx", ServingOptions())
+    result = run_mlctl("-r", repo.uri, "monitor", "report", "m", "--log", uri, "--window", "10m", "--json")
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)["versions"]["1"]
+    assert (body["predictions"], body["labelled"], body["quality"]["accuracy"]) == (30, 15, 1.0)
+    ghost = run_mlctl("-r", repo.uri, "monitor", "report", "ghost", "--log", uri)
+    assert ghost.returncode == 3 and "model 'ghost' not found" in ghost.stderr
