@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 
 from controlplane import model_config
@@ -168,7 +169,7 @@ def create_app(config: GatewayConfig):
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/models/{model}/predict")
-    async def predict(model: str, request: Request, _: str = Depends(require("predict"))) -> dict:
+    async def predict(model: str, request: Request, _: str = Depends(require("predict"))) -> JSONResponse:
         started = time.perf_counter()
         status, version = "error", ""
         try:
@@ -197,7 +198,7 @@ def create_app(config: GatewayConfig):
             outputs = {s.name: result.as_numpy(s.name) for s in signature.outputs}
             response = _answer(model, version, signature, arrays, outputs, (time.perf_counter() - started) * 1000, state.get("log"))
             status = "ok"
-            return response
+            return JSONResponse(response)  # plain JSON types already: skip FastAPI's per-element encoder
         except HTTPException as exc:
             status = str(exc.status_code)
             raise
