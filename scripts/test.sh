@@ -10,4 +10,5 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus >/dev/null
 fi
 bash scripts/setup.sh
+bash scripts/kubectl.sh
 exec .venv/bin/python -m pytest "$@"

@@ -84,6 +84,21 @@ def test_kubernetes_manifests_validate():
             assert (patch["target"]["kind"], patch["target"]["name"]) in names
 
 
+@pytest.mark.parametrize("overlay, replicas", [("staging", 1), ("production", 3)])
+def test_overlays_render_with_kustomize_and_validate(overlay, replicas, tmp_path):
+    rendered = run(tool("kubectl"), "kustomize", f"k8s/overlays/{overlay}")
+    assert rendered.returncode == 0, rendered.stderr
+    (tmp_path / "all.yaml").write_text(rendered.stdout)
+    result = run(tool("kubernetes-validate"), "--quiet", str(tmp_path / "all.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    documents = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    assert {d["metadata"].get("namespace") for d in documents} == {f"mlctl-{overlay}"}
+    triton = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "triton")
+    assert triton["spec"]["replicas"] == replicas
+    env = {e["name"]: e.get("value") for e in triton["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MLCTL_CHANNEL"] == overlay
+
+
 def test_triton_deployment_has_what_production_needs():
     triton = next(d for _, d in k8s_documents() if d["kind"] == "Deployment" and d["metadata"]["name"] == "triton")
     container = triton["spec"]["template"]["spec"]["containers"][0]
