@@ -17,6 +17,7 @@ from controlplane.errors import ConflictError, NotFoundError, UsageError
 
 _CHANNEL = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 OUTCOMES = ("succeeded", "failed", "interrupted")
+SWITCHES = ("promote", "rollback")  # the actions that move a channel; others (canary decisions) only record
 
 
 def check_channel(name: str) -> str:
@@ -104,12 +105,20 @@ class ModelState:
         )
         return replace(self, channels=channels, pending=None, history=(*self.history, entry))
 
+    def note(self, action: str, channel: str, from_version: int | None, to_version: int | None, outcome: str,
+             detail: str, actor: dict, now: str) -> ModelState:
+        """Append an audit entry that moves no channel (canary decisions)."""
+        entry = HistoryEntry(seq=len(self.history) + 1, time=now, user=actor.get("user", ""), host=actor.get("host", ""),
+                             action=action, channel=channel, from_version=from_version, to_version=to_version, reason="",
+                             outcome=outcome, detail=detail)
+        return replace(self, history=(*self.history, entry))
+
     # --- queries ---------------------------------------------------------------------------------
     def rollback_target(self, channel: str) -> int:
         """The version the channel held before its current one (repeated rollbacks walk further back)."""
         stack: list[int] = []
         for entry in self.history:
-            if entry.channel != channel or entry.outcome != "succeeded":
+            if entry.channel != channel or entry.outcome != "succeeded" or entry.action not in SWITCHES:
                 continue
             if entry.action == "rollback":
                 while stack and stack[-1] != entry.to_version:
@@ -136,7 +145,7 @@ class ModelState:
         for index, entry in enumerate(self.history, start=1):
             if entry.seq != index:
                 problems.append(f"history entry {index} has sequence number {entry.seq}")
-            if entry.outcome == "succeeded":
+            if entry.outcome == "succeeded" and entry.action in SWITCHES:
                 if replayed.get(entry.channel) != entry.from_version:
                     problems.append(f"entry {entry.seq} moves {entry.channel} from {entry.from_version}, "
                                     f"but the history had it at {replayed.get(entry.channel)}")

@@ -127,3 +127,28 @@ def test_prediction_log_and_report_on_s3(s3_env, exports):
     assert (body["predictions"], body["labelled"], body["quality"]["accuracy"]) == (30, 15, 1.0)
     ghost = run_mlctl("-r", repo.uri, "monitor", "report", "ghost", "--log", uri)
     assert ghost.returncode == 3 and "model 'ghost' not found" in ghost.stderr
+
+
+def test_canary_routing_and_judging():
+    from controlplane.canary import CanaryPolicy, Router, error_rate_test, judge, parse_steps
+    from controlplane.errors import UsageError
+
+    router = Router()
+    assert sum(router.to_canary("m", 30) for _ in range(1000)) == 300  # exact, not just on average
+    assert {router.to_canary("m", 30, sticky_key="client-7") for _ in range(20)} in ({True}, {False})
+    assert not router.to_canary("m", 0) and router.to_canary("m", 100)
+    assert error_rate_test(5, 1000, 5, 1000) > 0.4
+    assert error_rate_test(5, 1000, 60, 1000) < 1e-6
+    with pytest.raises(UsageError):
+        parse_steps("50,10", 10)
+
+    def arm(requests, errors, latency_ms=2.0):
+        return {"requests": requests, "errors": errors, "latencies_ms": [latency_ms] * (requests - errors), "labelled": 0, "correct": 0}
+
+    policy = CanaryPolicy(min_requests=50)
+    assert judge({"stable": arm(500, 1), "canary": arm(10, 0)}, policy)[0] == "wait"
+    assert judge({"stable": arm(500, 1), "canary": arm(200, 0)}, policy)[0] == "pass"
+    verdict, evidence = judge({"stable": arm(500, 1), "canary": arm(200, 40)}, policy)
+    assert verdict == "breach" and "error rate" in evidence["reason"]
+    verdict, evidence = judge({"stable": arm(500, 0, 2.0), "canary": arm(200, 0, 40.0)}, policy)
+    assert verdict == "breach" and "p99" in evidence["reason"]

@@ -33,7 +33,8 @@ def serve(
     from controlplane.gateway.app import GatewayConfig, create_app
 
     config = GatewayConfig(triton_url=triton_url, predict_keys=_keys(predict_keys), admin_keys=_keys(admin_keys),
-                           max_body_bytes=max_body_bytes, log_uri=log, flush_rows=flush_rows, flush_seconds=flush_seconds)
+                           max_body_bytes=max_body_bytes, log_uri=log, flush_rows=flush_rows, flush_seconds=flush_seconds,
+                           repository=ctx.obj.repository)
     if not config.admin_keys:
         raise UsageError("the gateway needs at least one admin key", hint="set MLCTL_GATEWAY_ADMIN_KEYS (and MLCTL_GATEWAY_PREDICT_KEYS)")
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning")

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from controlplane.cli import canary as canary_cli
 from controlplane.cli import export as export_cli
 from controlplane.cli import gate as gate_cli
 from controlplane.cli import gateway as gateway_cli
@@ -66,6 +67,7 @@ app.add_typer(models_cli.app, name="model")
 app.add_typer(metrics_cli.app, name="metrics")
 app.add_typer(gateway_cli.app, name="gateway")
 app.add_typer(monitor_cli.app, name="monitor")
+app.add_typer(canary_cli.app, name="canary")
 app.command("export")(export_cli.export)
 app.command("publish")(export_cli.publish)
 app.command("infer")(infer_cli.infer)

@@ -8,6 +8,7 @@ prediction log, feedback labels, API keys, a body-size limit and Prometheus metr
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 
 from controlplane import model_config
+from controlplane.canary import CanaryState, CanaryStore, Router, canary_model
 from controlplane.errors import UsageError
 from controlplane.signature import Signature, wire_type
 from controlplane.tensor_io import _from_json, check_inputs
@@ -38,6 +40,8 @@ class GatewayConfig:
     log_uri: str | None = None  # local folder or s3://bucket/prefix; None: no prediction log
     flush_rows: int = 1000
     flush_seconds: float = 2.0
+    repository: str | None = None  # where canary state is read from (None: no canaries)
+    canary_ttl_s: float = 1.0
     extra: dict = field(default_factory=dict)
 
 
@@ -93,7 +97,8 @@ def create_app(config: GatewayConfig):
     latency = Histogram("mlctl_gateway_request_duration_seconds", "Gateway request time", ["route", "model", "version"],
                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=registry)
     dropped = Gauge("mlctl_gateway_log_dropped", "Log records dropped (queue full or write failed)", registry=registry)
-    state: dict[str, Any] = {"configs": {}}
+    state: dict[str, Any] = {"configs": {}, "canaries": {}, "tasks": set()}
+    router = Router()
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -125,6 +130,34 @@ def create_app(config: GatewayConfig):
             return key
 
         return check
+
+    async def canary_of(model: str) -> CanaryState | None:
+        """The model's running canary, re-read from the repository at most every canary_ttl_s."""
+        if config.repository is None:
+            return None
+        cached = state["canaries"].get(model)
+        if cached and time.monotonic() - cached[1] < config.canary_ttl_s:
+            return cached[0]
+        import asyncio
+
+        from controlplane.store import open_store
+
+        def read():
+            try:
+                found, _ = CanaryStore(open_store(config.repository)).load(model)
+            except Exception:  # an unreadable state must not fail predictions: no canary routing
+                return None
+            return found if found is not None and found.status == "running" else None
+
+        canary = await asyncio.to_thread(read)
+        state["canaries"][model] = (canary, time.monotonic())
+        return canary
+
+    def log_failure(model: str, version: str, latency_ms: float, status: str = "error") -> None:
+        if "log" in state:
+            state["log"].predictions(model).append({
+                "prediction_id": uuid.uuid4().hex, "time": datetime.now(timezone.utc), "model": model, "version": version,
+                "features": [], "outputs": [], "predicted": None, "latency_ms": latency_ms, "status": status})
 
     async def signature_of(model: str) -> Signature:
         cached = state["configs"].get(model)
@@ -190,10 +223,22 @@ def create_app(config: GatewayConfig):
                 tensor = grpcclient.InferInput(spec.name, list(arrays[spec.name].shape), wire_type(spec.dtype))
                 tensor.set_data_from_numpy(arrays[spec.name])
                 tensors.append(tensor)
+            explicit = str(body.get("version") or "")
+            canary = None if explicit else await canary_of(model)
+            target, arm_version = model, explicit
+            if canary is not None:
+                arm_version = str(canary.stable)
+                if not canary.shadow and router.to_canary(model, canary.weight, request.headers.get("X-Client-Key") if canary.sticky else None):
+                    target, arm_version = canary_model(model), str(canary.canary)
             try:
-                result = await state["client"].infer(model, tensors, model_version=str(body.get("version") or ""))
+                result = await state["client"].infer(target, tensors, model_version=explicit)
             except InferenceServerException as exc:
+                log_failure(model, arm_version, (time.perf_counter() - started) * 1000)
                 _raise_for(exc, model)
+            if canary is not None and canary.shadow:
+                task = asyncio.ensure_future(mirror(model, canary, tensors))
+                state["tasks"].add(task)
+                task.add_done_callback(state["tasks"].discard)
             version = str(result.get_response().model_version)
             outputs = {s.name: result.as_numpy(s.name) for s in signature.outputs}
             response = _answer(model, version, signature, arrays, outputs, (time.perf_counter() - started) * 1000, state.get("log"))
@@ -205,6 +250,15 @@ def create_app(config: GatewayConfig):
         finally:
             requests_total.labels("predict", model, version, status).inc()
             latency.labels("predict", model, version).observe(time.perf_counter() - started)
+
+    async def mirror(model: str, canary: CanaryState, tensors) -> None:
+        """Shadow mode: the canary sees the request, the client never sees the canary's answer."""
+        started = time.perf_counter()
+        try:
+            await state["client"].infer(canary_model(model), tensors)
+            log_failure(model, str(canary.canary), (time.perf_counter() - started) * 1000, "shadow-ok")
+        except InferenceServerException:
+            log_failure(model, str(canary.canary), (time.perf_counter() - started) * 1000, "shadow-error")
 
     @app.post("/v1/feedback", status_code=202)
     async def feedback(request: Request, _: str = Depends(require("admin"))) -> dict:

@@ -60,6 +60,27 @@ def joined(predictions, feedback, model: str, since: datetime):
     return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()  # DuckDB 2 / 1
 
 
+JOIN_ALL = """
+WITH labels AS (
+    SELECT prediction_id, arg_max(label, time) AS label FROM feedback GROUP BY prediction_id
+)
+SELECT p.version, p.status, p.latency_ms, p.predicted, l.label
+FROM predictions p LEFT JOIN labels l USING (prediction_id)
+WHERE p.model = $model AND p.time >= $since
+"""
+
+
+def joined_all(predictions, feedback, model: str, since: datetime):
+    """Every logged request of `model` since `since` (failed ones too), with its latest label."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("predictions", predictions)
+    con.register("feedback", feedback)
+    relation = con.sql(JOIN_ALL, params={"model": model, "since": since})
+    return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+
+
 DRIFT_SAMPLE = 200_000  # drift statistics use at most this many predictions per version (an even sample)
 
 
