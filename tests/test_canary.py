@@ -143,6 +143,7 @@ def test_split_follows_the_weight_and_direct_requests_stay_on_stable(stage):
         assert status == 200
         counts[body["version"]] = counts.get(body["version"], 0) + 1
     share = counts.get("2", 0) / 2000
+    print(f"\nsplit at weight 30: {counts} -> canary share {share:.4f}")
     assert abs(share - 0.30) <= 0.02, counts
     with TritonClient(stage["replica"].grpc_url) as client:  # unversioned, straight to Triton: stable
         assert {client.infer("csplit", {"x": np.zeros((1, 8), np.float32)}).version for _ in range(20)} == {"1"}
@@ -164,6 +165,7 @@ def test_a_failing_canary_is_aborted_automatically(stage):
         time.sleep(2.0)
     assert traffic.failures == failed_mark  # none after the abort
     total = failed_before + answered_before
+    print(f"\nfailing canary: {failed_before} of {total} requests failed before the abort, {traffic.failures - failed_mark} after")
     assert 0 < failed_before <= 0.2 * total + 10  # only the canary's own share failed
     state = json.loads(run_mlctl("canary", "status", "cfail", "--json", env=env).stdout)
     assert state["status"] == "aborted" and state["weight"] == 0
