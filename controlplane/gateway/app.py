@@ -122,7 +122,7 @@ def create_app(config: GatewayConfig):
     def require(scope: str):
         allowed = config.admin_keys | (config.predict_keys if scope == "predict" else frozenset())
 
-        def check(key: str | None = Depends(key_header)) -> str:
+        async def check(key: str | None = Depends(key_header)) -> str:  # async: no thread hop per request
             if not key:
                 raise HTTPException(401, f"missing {API_KEY_HEADER} header")
             if key not in allowed:
