@@ -3,7 +3,8 @@
     <repo>/<model>/config.pbtxt              generated from the signature, one per model
     <repo>/<model>/<version>/model.onnx|pt   immutable once published
     <repo>/<model>/<version>/manifest.json   sha256 of every file, provenance, parity, metadata
-    <repo>/.mlctl/                           mlctl's own state (staging; channels and history later)
+    <repo>/<model>/configs/<channel>.pbtxt   what a channel's replicas load (version_policy specific [v])
+    <repo>/.mlctl/                           mlctl's own state: staging, channels and history, canaries, claims (S3)
 
 A version exists once its folder holds a manifest. Publishing never overwrites: the version folder
 is assembled apart and moved into place in one step (Store.put_tree, create-only).
