@@ -24,6 +24,7 @@ import numpy as np
 from controlplane.errors import ConflictError, NotFoundError, UsageError
 
 CANARY_SUFFIX = ".canary"
+DRAIN_S = 3.0  # after routing stops, before the canary is unloaded: gateways re-read the state every second
 OK, ERRORS = {"ok", "shadow-ok"}, {"error", "shadow-error"}
 STATE_PREFIX = ".mlctl/canary"
 
@@ -303,6 +304,7 @@ class Canaries:
         state = replace(state, weight=0.0, status="aborted")
         state = self._record(state, "canary-abort", "succeeded", reason, evidence)
         self.states.save(state, token)  # routing stops first, then the canary model goes
+        time.sleep(DRAIN_S)
         self._remove_canary_model(state)
         return state
 
@@ -314,6 +316,7 @@ class Canaries:
         state = replace(state, weight=0.0, status="promoted")
         state = self._record(state, "canary-promote", "succeeded", reason, evidence)
         self.states.save(state, token)
+        time.sleep(DRAIN_S)
         self._remove_canary_model(state)
         return state
 

@@ -52,6 +52,14 @@ def stage(tmp_path_factory, exports):
     shutil.copy(exports["mlp"].path / "export.json", bad / "export.json")
     shutil.copy(exports["mlp"].path / "model.onnx", bad / "model.onnx")
     torch.jit.script(FailsOnData()).save(str(bad / "model.pt"))
+    # a TorchScript version with the same signature and a much larger forward pass: a slow canary
+    slow = root / "slow-export"
+    slow.mkdir()
+    shutil.copy(exports["mlp"].path / "export.json", slow / "export.json")
+    shutil.copy(exports["mlp"].path / "model.onnx", slow / "model.onnx")
+    heavy = torch.nn.Sequential(torch.nn.Linear(8, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 4096), torch.nn.ReLU(),
+                                torch.nn.Linear(4096, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 4)).eval()
+    torch.jit.trace(heavy, torch.zeros(1, 8)).save(str(slow / "model.pt"))
     servers = LocalServers(root / "home")
     replica = servers.start(ServerOptions(repository=str(root / "repo"), name="prod", channel="production", http_port=free_port(),
                                           grpc_port=free_port(), metrics_port=free_port()))
@@ -71,7 +79,7 @@ def stage(tmp_path_factory, exports):
     env = {"MLCTL_REPOSITORY": str(root / "repo"), "MLCTL_TARGETS_PRODUCTION": replica.grpc_url, "MLCTL_PREDICTION_LOG": str(root / "log")}
     try:
         yield {"root": root, "repo": Repository(open_store(str(root / "repo"))), "replica": replica, "url": url, "env": env,
-               "bad": ExportBundle.load(bad), "good": exports["mlp"]}
+               "bad": ExportBundle.load(bad), "slow": ExportBundle.load(slow), "good": exports["mlp"]}
     finally:
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(timeout=30)
@@ -79,9 +87,9 @@ def stage(tmp_path_factory, exports):
 
 
 def prepare(stage, name: str) -> None:
-    """TorchScript v1 and v2 good, v3 failing on real inputs; production at v1."""
+    """TorchScript v1 and v2 good, v3 failing on real inputs, v4 slow; production at v1."""
     repo = stage["repo"]
-    for bundle in (stage["good"], stage["good"], stage["bad"]):
+    for bundle in (stage["good"], stage["good"], stage["bad"], stage["slow"]):
         repo.publish(bundle, name, "torchscript", ServingOptions())
     Lifecycle(repo, Targets({"production": (stage["replica"].grpc_url,)})).promote(name, 1, "production")
 
@@ -187,3 +195,33 @@ def test_a_good_canary_promotes_itself(stage):
     actions = [h["action"] for h in json.loads(run_mlctl("history", "cgood", "--json", env=env).stdout)["history"]]
     assert actions[:2] == ["promote", "canary-start"] and "canary-step" in actions and actions[-2:] == ["promote", "canary-promote"]
     assert not Path(stage["root"] / "repo" / "cgood.canary").exists()
+
+
+def test_a_slow_canary_is_aborted_on_latency(stage):
+    prepare(stage, "cslow")
+    env = stage["env"]
+    with Traffic(stage["url"], "cslow") as traffic:
+        result = run_mlctl("canary", "start", "cslow", "4", "--steps", "30,100", "--interval", "3s", "--min-requests", "20",
+                           "--max-seconds", "60", env=env)
+    assert result.returncode == 6, result.stdout + result.stderr
+    assert traffic.failures == 0  # slow, not failing: every client got its answer
+    abort = [h for h in json.loads(run_mlctl("history", "cslow", "--json", env=env).stdout)["history"] if h["action"] == "canary-abort"][-1]
+    assert "p99" in abort["detail"]
+    assert json.loads(run_mlctl("status", "cslow", "--json", env=env).stdout)["channels"]["production"]["version"] == 1
+
+
+def test_shadow_mode_answers_from_stable_and_still_judges_the_canary(stage):
+    prepare(stage, "cshadow")
+    env = stage["env"]
+    assert run_mlctl("canary", "start", "cshadow", "2", "--shadow", "--weight", "100", "--min-requests", "20", env=env).returncode == 0
+    time.sleep(1.2)  # the gateway's next read of the canary state
+    with Traffic(stage["url"], "cshadow") as traffic:
+        time.sleep(3.0)
+    assert traffic.failures == 0 and set(traffic.versions) == {"1"}  # every answer came from stable
+    time.sleep(0.6)  # the log's flush interval
+    judged = run_mlctl("canary", "step", "cshadow", "--json", env=env)
+    assert judged.returncode == 0, judged.stdout + judged.stderr
+    state = json.loads(judged.stdout)
+    assert state["status"] == "promoted"
+    evidence = state["decisions"][-1]["evidence"]
+    assert evidence["canary"]["requests"] >= 20 and evidence["canary"]["errors"] == 0  # the mirrored requests

@@ -233,8 +233,17 @@ def create_app(config: GatewayConfig):
             try:
                 result = await state["client"].infer(target, tensors, model_version=explicit)
             except InferenceServerException as exc:
-                log_failure(model, arm_version, (time.perf_counter() - started) * 1000)
-                _raise_for(exc, model)
+                gone = target != model and "unknown model" in (exc.message() or "").lower()
+                if not gone:
+                    log_failure(model, arm_version, (time.perf_counter() - started) * 1000)
+                    _raise_for(exc, model)
+                # the canary ended and was unloaded before this gateway re-read its state: answer from stable
+                state["canaries"].pop(model, None)
+                try:
+                    result = await state["client"].infer(model, tensors)
+                except InferenceServerException as again:
+                    log_failure(model, str(canary.stable), (time.perf_counter() - started) * 1000)
+                    _raise_for(again, model)
             if canary is not None and canary.shadow:
                 task = asyncio.ensure_future(mirror(model, canary, tensors))
                 state["tasks"].add(task)
