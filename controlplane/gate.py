@@ -103,7 +103,13 @@ def evaluate(repo, model: str, version: int, channel: str, target: str, threshol
             raise UsageError(f"no held-out set: pass --holdout, or publish {model!r} v{version} with a labelled --reference")
         features, labels = reference.features, reference.labels
     name = signature.inputs[0].name
-    features = features.astype(signature.inputs[0].dtype).reshape((len(features), *[d for d in signature.inputs[0].dims]))
+    dims = signature.inputs[0].dims
+    features = features.astype(signature.inputs[0].dtype)
+    if -1 not in dims:  # a reference stores rows flat; give them the input's per-sample shape
+        try:
+            features = features.reshape((len(features), *dims))
+        except ValueError as exc:
+            raise UsageError(f"held-out features of shape {list(features.shape)} do not fit input {signature.inputs[0].describe(True)}") from exc
     batch = max(signature.max_batch_size, 1)
     with TritonClient(target) as client:
         predicted = []
