@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import closed_loop, cpu_time, summarise  # noqa: E402  (the same load generator as serving.py)
+from serving import closed_loop, cpu_time, summarise, triton_path  # noqa: E402  (the same load generator as serving.py)
 
 MLCTL = str(Path(sys.executable).parent / "mlctl")
 KEY = "bench-key"
@@ -35,24 +35,7 @@ def free_port() -> int:
 
 
 def direct(url: str, concurrency: int, seconds: float) -> dict:
-    import tritonclient.grpc.aio as grpcclient
-
-    async def run():
-        client = grpcclient.InferenceServerClient(url)
-        tensor = grpcclient.InferInput("pixels", [1, 64], "FP32")
-        tensor.set_data_from_numpy(np.random.default_rng(0).random((1, 64), dtype=np.float32))
-
-        async def call():
-            await client.infer("digits", [tensor])
-
-        await call()
-        c0, t0 = cpu_time(), time.monotonic()
-        latencies, failures = await closed_loop(call, concurrency, seconds)
-        elapsed, cpu = time.monotonic() - t0, cpu_time() - c0
-        await client.close()
-        return summarise(latencies, len(latencies), elapsed, failures, cpu)
-
-    return asyncio.run(run())
+    return triton_path(url, "grpc", "digits", 64, concurrency, seconds, input_name="pixels")
 
 
 def through_gateway(url: str, concurrency: int, seconds: float) -> dict:

@@ -117,7 +117,7 @@ async def closed_loop(call, concurrency: int, seconds: float) -> tuple[list[floa
     return latencies, failures
 
 
-def triton_path(url: str, protocol: str, model: str, width: int, concurrency: int, seconds: float) -> dict:
+def triton_path(url: str, protocol: str, model: str, width: int, concurrency: int, seconds: float, input_name: str = "x") -> dict:
     async def run():
         if protocol == "grpc":
             import tritonclient.grpc.aio as client_mod
@@ -125,7 +125,7 @@ def triton_path(url: str, protocol: str, model: str, width: int, concurrency: in
             import tritonclient.http.aio as client_mod
         client = client_mod.InferenceServerClient(url)
         x = np.random.default_rng(0).random((1, width), dtype=np.float32)
-        tensor = client_mod.InferInput("x", [1, width], "FP32")
+        tensor = client_mod.InferInput(input_name, [1, width], "FP32")
         tensor.set_data_from_numpy(x)
 
         async def call():
