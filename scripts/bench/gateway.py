@@ -9,7 +9,6 @@ Usage: .venv/bin/python scripts/bench/gateway.py [--seconds 4] [--concurrency 1,
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import socket
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import closed_loop, cpu_time, summarise, triton_path  # noqa: E402  (the same load generator as serving.py)
+from serving import json_path, triton_path  # noqa: E402  (the same load generator as serving.py)
 
 MLCTL = str(Path(sys.executable).parent / "mlctl")
 KEY = "bench-key"
@@ -39,23 +38,8 @@ def direct(url: str, concurrency: int, seconds: float) -> dict:
 
 
 def through_gateway(url: str, concurrency: int, seconds: float) -> dict:
-    import aiohttp
-
-    async def run():
-        body = {"inputs": {"pixels": np.random.default_rng(0).random((1, 64)).round(4).tolist()}}
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), headers={"X-API-Key": KEY}) as session:
-            async def call():
-                async with session.post(f"{url}/v1/models/digits/predict", json=body) as response:
-                    response.raise_for_status()
-                    await response.read()
-
-            await call()
-            c0, t0 = cpu_time(), time.monotonic()
-            latencies, failures = await closed_loop(call, concurrency, seconds)
-            elapsed, cpu = time.monotonic() - t0, cpu_time() - c0
-        return summarise(latencies, len(latencies), elapsed, failures, cpu)
-
-    return asyncio.run(run())
+    body = {"inputs": {"pixels": np.random.default_rng(0).random((1, 64)).round(4).tolist()}}
+    return json_path(f"{url}/v1/models/digits/predict", body, concurrency, seconds, headers={"X-API-Key": KEY})
 
 
 def main() -> int:

@@ -141,14 +141,15 @@ def triton_path(url: str, protocol: str, model: str, width: int, concurrency: in
     return asyncio.run(run())
 
 
-def naive_path(url: str, width: int, concurrency: int, seconds: float) -> dict:
+def json_path(url: str, body: dict, concurrency: int, seconds: float, headers: dict | None = None) -> dict:
+    """Closed-loop JSON POSTs to `url` (aiohttp, one connection pool)."""
     import aiohttp
 
     async def run():
-        body = {"inputs": np.random.default_rng(0).random((1, width)).round(4).tolist()}
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector, headers=headers or {}) as session:
             async def call():
-                async with session.post(f"http://{url}/predict", json=body) as response:
+                async with session.post(url, json=body) as response:
                     response.raise_for_status()
                     await response.read()
 
@@ -159,6 +160,11 @@ def naive_path(url: str, width: int, concurrency: int, seconds: float) -> dict:
         return summarise(latencies, len(latencies), elapsed, failures, cpu)
 
     return asyncio.run(run())
+
+
+def naive_path(url: str, width: int, concurrency: int, seconds: float) -> dict:
+    body = {"inputs": np.random.default_rng(0).random((1, width)).round(4).tolist()}
+    return json_path(f"http://{url}/predict", body, concurrency, seconds)
 
 
 def wait_http(url: str, timeout: float = 60) -> None:
