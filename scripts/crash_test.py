@@ -59,14 +59,14 @@ def start_s3() -> tuple[subprocess.Popen, dict]:
 
 
 def run_kind(kind: str, trials: int, rng: random.Random, work: Path, env: dict) -> dict:
-    from controlplane import demo
-    from controlplane.channel_store import ChannelStore
-    from controlplane.lifecycle import Lifecycle
-    from controlplane.replicas import Replica
-    from controlplane.repository import Repository
-    from controlplane.server.local import LocalServers, ServerOptions
+    from controlplane.demo import digits as demo
+    from controlplane.release.lifecycle import Lifecycle
     from controlplane.store import open_store
-    from controlplane.targets import Targets
+    from controlplane.store.channel_store import ChannelStore
+    from controlplane.store.repository import Repository
+    from controlplane.triton.replicas import Replica
+    from controlplane.triton.server.local import LocalServers, ServerOptions
+    from controlplane.triton.targets import Targets
 
     uri = f"s3://crash/{kind}-{rng.randrange(1 << 30)}" if kind == "s3" else str(work / f"{kind}-repo")
     if kind == "local":

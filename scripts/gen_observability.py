@@ -1,5 +1,5 @@
 """Write the Prometheus config, alert rules and Grafana dashboards under deploy/ from the metric
-definitions the CLI uses (controlplane/metrics). Run after changing a definition; a test fails when the
+definitions the CLI uses (controlplane/observe/metrics). Run after changing a definition; a test fails when the
 committed files differ from what this writes.
 
 Usage: .venv/bin/python scripts/gen_observability.py [--check]
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from controlplane.metrics import artifacts
+from controlplane.observe.metrics import artifacts
 
 ROOT = Path(__file__).resolve().parent.parent / "deploy"
 K8S = Path(__file__).resolve().parent.parent / "k8s" / "base"

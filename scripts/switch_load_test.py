@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from controlplane import demo
-from controlplane.lifecycle import Lifecycle
-from controlplane.repository import Repository
-from controlplane.server.local import LocalServers, ServerOptions
+from controlplane.demo import digits as demo
+from controlplane.release.lifecycle import Lifecycle
 from controlplane.store import open_store
-from controlplane.targets import Targets
-from controlplane.traffic import Endpoint, Load, Switch, judge_switches
+from controlplane.store.repository import Repository
+from controlplane.triton.load import Endpoint, Load, Switch, judge_switches
+from controlplane.triton.server.local import LocalServers, ServerOptions
+from controlplane.triton.targets import Targets
 
 
 def free_port() -> int:

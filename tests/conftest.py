@@ -8,35 +8,17 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
-from pathlib import Path
 
 import pytest
+from support import MLP_INPUTS, MULTI_INPUTS, TESTS, free_port
 
-from controlplane.bundle import ExportBundle
-from controlplane.export import ExportRequest, export_model
-from controlplane.model_config import ServingOptions, VersionPolicy
-from controlplane.repository import Repository
-from controlplane.server.local import LocalServers, ServerOptions
-from controlplane.signature import parse_tensor_spec
+from controlplane.export.exporter import ExportRequest, export_model
+from controlplane.model.bundle import ExportBundle
+from controlplane.model.config import ServingOptions, VersionPolicy
+from controlplane.model.signature import parse_tensor_spec
 from controlplane.store import open_store
-
-TESTS = Path(__file__).resolve().parent
-MLCTL = str(Path(sys.executable).parent / "mlctl")
-MLP_INPUTS = (parse_tensor_spec("x:float32:8"),)
-MULTI_INPUTS = (parse_tensor_spec("tokens:int64:-1"), parse_tensor_spec("feats:float32:5"), parse_tensor_spec("mask:bool:2"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def run_mlctl(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    """The installed console script, as a user runs it."""
-    full_env = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
-    return subprocess.run([MLCTL, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+from controlplane.store.repository import Repository
+from controlplane.triton.server.local import LocalServers, ServerOptions
 
 
 @pytest.fixture(autouse=True)
@@ -91,12 +73,12 @@ def session_repo(tmp_path_factory, exports, digits_split) -> Repository:
     # a trained digits classifier, published with its reference sample (the drift baseline)
     import numpy as np
 
-    from controlplane import demo
+    from controlplane.demo import digits as demo
 
     (x_train, y_train), (x_ref, y_ref) = digits_split["train"], digits_split["reference"]
     model = demo.train_classifier(demo.DigitsData(x_train, y_train, x_ref, y_ref), seed=0, epochs=15)
     work = tmp_path_factory.mktemp("classifier")
-    bundle = export_model(ExportRequest("controlplane.demo:build_classifier (trained in tests)", (parse_tensor_spec("pixels:float32:64"),),
+    bundle = export_model(ExportRequest("controlplane.demo.digits:build_classifier (trained in tests)", (parse_tensor_spec("pixels:float32:64"),),
                                         work / "export", ("probabilities",), formats=("onnx",)), model=model)
     np.savez(work / "reference.npz", features=x_ref, predicted=demo.predict(model, x_ref), labels=y_ref)
     repo.publish(bundle, "classifier", "onnx", ServingOptions(), {}, work / "reference.npz")
@@ -189,7 +171,3 @@ def s3_env(s3_server, monkeypatch):
     for key, value in s3_server.items():
         monkeypatch.setenv(key, value)
     return s3_server
-
-
-def new_s3_uri() -> str:
-    return f"s3://models/{uuid.uuid4().hex[:10]}"

@@ -16,8 +16,8 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
 def canaries(ctx: typer.Context, log: Optional[str] = None):
-    from controlplane.canary import Canaries
     from controlplane.cli.lifecycle import lifecycle
+    from controlplane.release.canary import Canaries
     from controlplane.store import open_store
 
     return Canaries(lifecycle(ctx), open_store(log) if log else None, progress=note)
@@ -53,8 +53,8 @@ def start(
     json: Json = False,
 ) -> None:
     """Load VERSION as `<model>.canary` next to the stable version and send --weight percent of traffic to it."""
-    from controlplane.canary import CanaryPolicy, check_weight, parse_steps
-    from controlplane.metrics.definitions import parse_window
+    from controlplane.observe.metrics.definitions import parse_window
+    from controlplane.release.canary import CanaryPolicy, check_weight, parse_steps
 
     check_weight(weight)
     plan = parse_steps(steps, weight)

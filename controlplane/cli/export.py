@@ -34,8 +34,8 @@ def export(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Export to TorchScript and/or ONNX and check parity against eager PyTorch."""
-    from controlplane.export import FORMATS, ExportRequest, export_model
-    from controlplane.signature import parse_tensor_spec
+    from controlplane.export.exporter import FORMATS, ExportRequest, export_model
+    from controlplane.model.signature import parse_tensor_spec
 
     request = ExportRequest(
         source=source,
@@ -78,11 +78,11 @@ def publish(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Add the next immutable version of a model to the repository, with its manifest."""
-    from controlplane.bundle import ExportBundle
     from controlplane.errors import UsageError
-    from controlplane.model_config import ServingOptions, VersionPolicy
-    from controlplane.repository import Repository
+    from controlplane.model.bundle import ExportBundle
+    from controlplane.model.config import ServingOptions, VersionPolicy
     from controlplane.store import open_store
+    from controlplane.store.repository import Repository
 
     bundle = ExportBundle.load(export_dir)
     if format is None:

@@ -16,10 +16,10 @@ Holdout = Annotated[Optional[Path], typer.Option("--holdout", help="Held-out set
 
 def run_gate(ctx: typer.Context, model: str, version: int, channel: str, url: Optional[str], thresholds: Optional[str], holdout: Optional[Path]):
     from controlplane.errors import UsageError
-    from controlplane.gate import GateThresholds, evaluate
-    from controlplane.repository import Repository
+    from controlplane.release.gate import GateThresholds, evaluate
     from controlplane.store import open_store
-    from controlplane.targets import load_targets
+    from controlplane.store.repository import Repository
+    from controlplane.triton.targets import load_targets
 
     settings = ctx.obj
     if url is None:

@@ -30,7 +30,7 @@ def serve(
     import uvicorn
 
     from controlplane.errors import UsageError
-    from controlplane.gateway.app import GatewayConfig, create_app
+    from controlplane.feedback.gateway.app import GatewayConfig, create_app
 
     config = GatewayConfig(triton_url=triton_url, predict_keys=_keys(predict_keys), admin_keys=_keys(admin_keys),
                            max_body_bytes=max_body_bytes, log_uri=log, flush_rows=flush_rows, flush_seconds=flush_seconds,

@@ -16,9 +16,9 @@ def health(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Servers live and ready, each loaded model ready, repository and Prometheus reachable; exit 1 on any failure."""
-    from controlplane.health import run_checks
-    from controlplane.server.local import LocalServers
-    from controlplane.targets import load_targets
+    from controlplane.observe.health import run_checks
+    from controlplane.triton.server.local import LocalServers
+    from controlplane.triton.targets import load_targets
 
     settings = ctx.obj
     if not url:

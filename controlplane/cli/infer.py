@@ -21,8 +21,8 @@ def infer(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Send one inference request and print the outputs, the version that served, and latency."""
-    from controlplane.client import TritonClient, infer_file
-    from controlplane.server.state import StateFiles
+    from controlplane.triton.client import TritonClient, infer_file
+    from controlplane.triton.server.state import StateFiles
 
     if url is None:
         state = StateFiles(ctx.obj.home).read(server)

@@ -13,10 +13,10 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
 def lifecycle(ctx: typer.Context):
-    from controlplane.lifecycle import Lifecycle
-    from controlplane.repository import Repository
+    from controlplane.release.lifecycle import Lifecycle
     from controlplane.store import open_store
-    from controlplane.targets import load_targets
+    from controlplane.store.repository import Repository
+    from controlplane.triton.targets import load_targets
 
     settings = ctx.obj
     repo = Repository(open_store(settings.repository)).require()

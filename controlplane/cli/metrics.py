@@ -32,8 +32,8 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 def _source(ctx: typer.Context, source: str, prometheus_url: str, metrics_url: Optional[list[str]]):
     from controlplane.errors import UsageError
-    from controlplane.metrics.report import DirectSource, PrometheusSource
-    from controlplane.server.local import LocalServers
+    from controlplane.observe.metrics.report import DirectSource, PrometheusSource
+    from controlplane.triton.server.local import LocalServers
 
     if source == "prometheus":
         return PrometheusSource(prometheus_url)
@@ -58,7 +58,7 @@ def _fmt(value, unit: str) -> str:
 
 
 def _rows(report, columns) -> list[list[str]]:
-    from controlplane.metrics.definitions import FIGURES
+    from controlplane.observe.metrics.definitions import FIGURES
 
     rows = [[f.title, f.unit, *(_fmt(c.figures.get(f.key), f.unit) for c in columns)] for f in FIGURES if f.per_version]
     reasons = sorted({r for c in columns for r in c.failures_by_reason})

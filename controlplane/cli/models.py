@@ -13,8 +13,8 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
 def repository(ctx: typer.Context):
-    from controlplane.repository import Repository
     from controlplane.store import open_store
+    from controlplane.store.repository import Repository
 
     return Repository(open_store(ctx.obj.repository)).require()
 

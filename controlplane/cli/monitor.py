@@ -15,11 +15,11 @@ Window = Annotated[str, typer.Option(help="How far back, e.g. 1h, 30m, 7d.")]
 
 
 def _report(ctx: typer.Context, model: str, log: str, version: Optional[str], window: str) -> dict:
-    from controlplane.metrics.definitions import parse_window
-    from controlplane.predlog import read_tables
+    from controlplane.feedback.predlog import read_tables
+    from controlplane.observe.metrics.definitions import parse_window
     from controlplane.quality.monitor import MonitorOptions, build_report
-    from controlplane.repository import Repository
     from controlplane.store import open_store
+    from controlplane.store.repository import Repository
 
     seconds = parse_window(window)
     repo = Repository(open_store(ctx.obj.repository))

@@ -22,8 +22,8 @@ def quickstart(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Train, export, publish two versions, serve them on Triton and measure accuracy from its answers."""
-    from controlplane.quickstart import QuickstartOptions, run_quickstart
-    from controlplane.server.local import ServerOptions
+    from controlplane.demo.quickstart import QuickstartOptions, run_quickstart
+    from controlplane.triton.server.local import ServerOptions
 
     settings = ctx.obj
     server = ServerOptions(

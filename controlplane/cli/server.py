@@ -16,7 +16,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
 def _servers(ctx: typer.Context):
-    from controlplane.server.local import LocalServers
+    from controlplane.triton.server.local import LocalServers
 
     return LocalServers(ctx.obj.home, progress=note)
 
@@ -41,9 +41,9 @@ def start(
     json: Json = False,
 ) -> None:
     """Start tritonserver in the background and wait until it is ready."""
-    from controlplane.channels import check_channel
     from controlplane.errors import UsageError
-    from controlplane.server.local import ServerOptions
+    from controlplane.store.channels import check_channel
+    from controlplane.triton.server.local import ServerOptions
 
     if runtime not in ("local", "docker"):
         raise UsageError(f"runtime {runtime!r} must be 'local' or 'docker'")

@@ -12,7 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
-from controlplane.errors import ConflictError, MlctlError, NotFoundError, UnavailableError, UsageError
+from controlplane.errors import (
+    ConflictError,
+    MlctlError,
+    NotFoundError,
+    UnavailableError,
+    UsageError,
+)
 from controlplane.store.base import Store
 
 CLAIMS = ".mlctl/claims"
@@ -58,7 +64,12 @@ class S3Store(Store):
 
     @contextmanager
     def _errors(self, action: str, key: str = ""):
-        from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            EndpointConnectionError,
+            NoCredentialsError,
+        )
 
         where = f"{self.uri}/{key}".rstrip("/")
         try:

@@ -50,14 +50,14 @@ def timed_cli(args: list[str], env: dict, repeats: int) -> list[float]:
 
 
 def main() -> int:
-    from controlplane import demo
-    from controlplane.bundle import ExportBundle
-    from controlplane.lifecycle import Lifecycle
-    from controlplane.model_config import ServingOptions
-    from controlplane.repository import Repository
-    from controlplane.server.local import LocalServers, ServerOptions
+    from controlplane.demo import digits as demo
+    from controlplane.model.bundle import ExportBundle
+    from controlplane.model.config import ServingOptions
+    from controlplane.release.lifecycle import Lifecycle
     from controlplane.store import open_store
-    from controlplane.targets import Targets
+    from controlplane.store.repository import Repository
+    from controlplane.triton.server.local import LocalServers, ServerOptions
+    from controlplane.triton.targets import Targets
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="bench-out")

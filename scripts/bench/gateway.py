@@ -43,11 +43,11 @@ def through_gateway(url: str, concurrency: int, seconds: float) -> dict:
 
 
 def main() -> int:
-    from controlplane import demo
-    from controlplane.model_config import ServingOptions
-    from controlplane.repository import Repository
-    from controlplane.server.local import LocalServers, ServerOptions
+    from controlplane.demo import digits as demo
+    from controlplane.model.config import ServingOptions
     from controlplane.store import open_store
+    from controlplane.store.repository import Repository
+    from controlplane.triton.server.local import LocalServers, ServerOptions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=4.0)

@@ -60,7 +60,7 @@ def in_process(model, device: str, width: int, batch: int, seconds: float, dtype
 
 
 def gpu_metrics(url: str) -> dict:
-    from controlplane.metrics import direct
+    from controlplane.observe.metrics import direct
 
     figures = direct.server_figures(direct.scrape(url))
     return {k: figures[k] for k in ("gpu_utilization", "gpu_memory_used_bytes", "gpu_memory_total_bytes", "gpu_power_watts")}
@@ -130,10 +130,10 @@ def triton_load(url: str, metrics_url: str, model: str, width: int, rows: int, c
 def main() -> int:
     import torch
 
-    from controlplane import model_config
-    from controlplane.model_config import ServingOptions, VersionPolicy
-    from controlplane.server.local import LocalServers, ServerOptions
-    from controlplane.signature import Signature, TensorSpec
+    from controlplane.model import config as model_config
+    from controlplane.model.config import ServingOptions, VersionPolicy
+    from controlplane.model.signature import Signature, TensorSpec
+    from controlplane.triton.server.local import LocalServers, ServerOptions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)

@@ -23,7 +23,11 @@ SEGMENT = 100_000
 
 
 def write_log(store, n: int, rng: np.random.Generator) -> None:
-    from controlplane.predlog import FEEDBACK_SCHEMA, PREDICTION_SCHEMA, encode_segment
+    from controlplane.feedback.predlog import (
+        FEEDBACK_SCHEMA,
+        PREDICTION_SCHEMA,
+        encode_segment,
+    )
 
     start = datetime.now(timezone.utc) - timedelta(minutes=30)
     for first in range(0, n, SEGMENT):
@@ -41,7 +45,7 @@ def write_log(store, n: int, rng: np.random.Generator) -> None:
 
 
 def main() -> int:
-    from controlplane.predlog import read_tables
+    from controlplane.feedback.predlog import read_tables
     from controlplane.quality.monitor import MonitorOptions, Reference, build_report
     from controlplane.store.local import LocalStore
 

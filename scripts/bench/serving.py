@@ -40,7 +40,7 @@ def build(kind: str):
 
     torch.manual_seed(0)
     if kind == "demo":
-        from controlplane.demo import build_classifier
+        from controlplane.demo.digits import build_classifier
 
         return build_classifier(), 64
     layers = [torch.nn.Linear(256, 1024), torch.nn.ReLU()]
@@ -181,12 +181,12 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 
 def main() -> int:
-    from controlplane.export import ExportRequest, export_model
-    from controlplane.model_config import ServingOptions, VersionPolicy
-    from controlplane.repository import Repository
-    from controlplane.server.local import LocalServers, ServerOptions
-    from controlplane.signature import TensorSpec
+    from controlplane.export.exporter import ExportRequest, export_model
+    from controlplane.model.config import ServingOptions, VersionPolicy
+    from controlplane.model.signature import TensorSpec
     from controlplane.store import open_store
+    from controlplane.store.repository import Repository
+    from controlplane.triton.server.local import LocalServers, ServerOptions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=4.0)

@@ -1,3 +1,0 @@
-"""Triton Python-based backend `onnxruntime`: serves `platform: "onnxruntime_onnx"` models."""
-
-from controlplane.backends.onnx_model import OnnxModel as TritonPythonModel  # noqa: F401

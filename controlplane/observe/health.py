@@ -1,0 +1,77 @@
+"""`mlctl health`: is every part up? Servers live and ready, their models ready, repository and Prometheus reachable."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+
+from controlplane.errors import MlctlError
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_replica(url: str, control_key: str | None) -> list[Check]:
+    from controlplane.triton.replicas import Replica
+
+    try:
+        replica = Replica(url, control_key)
+    except MlctlError as exc:
+        return [Check(f"triton {url}", False, str(exc))]
+    try:
+        client = replica._client
+        live = client.is_server_live(client_timeout=5)
+        ready = client.is_server_ready(client_timeout=5)
+        checks = [Check(f"triton {url} live", live, "live" if live else "not live"),
+                  Check(f"triton {url} ready", ready, "ready" if ready else "not ready")]
+        for entry in replica.index():
+            if "version" not in entry:
+                continue  # listed in the repository but not loaded here
+            name = f"model {entry['name']} v{entry['version']} on {url}"
+            state = entry.get("state", "")
+            checks.append(Check(name, state == "READY", state + (f": {entry['reason']}" if entry.get("reason") else "")))
+        return checks
+    except MlctlError as exc:
+        return [Check(f"triton {url}", False, str(exc))]
+    except Exception as exc:  # tritonclient raises its own types for a dead server; report, don't crash
+        return [Check(f"triton {url}", False, f"not reachable: {exc}")]
+    finally:
+        replica.close()
+
+
+def check_repository(uri: str) -> Check:
+    from controlplane.store import open_store
+    from controlplane.store.repository import Repository
+
+    try:
+        models = Repository(open_store(uri)).model_names()
+        return Check(f"repository {uri}", True, f"{len(models)} model(s)")
+    except MlctlError as exc:
+        return Check(f"repository {uri}", False, str(exc))
+
+
+def check_prometheus(url: str) -> Check:
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/-/ready", timeout=5) as response:
+            return Check(f"prometheus {url}", response.status == 200, "ready")
+    except (urllib.error.URLError, OSError) as exc:
+        return Check(f"prometheus {url}", False, f"not reachable: {exc}")
+
+
+def run_checks(replicas: list[str], repository: str | None, prometheus: str | None, control_key: str | None) -> list[Check]:
+    checks: list[Check] = []
+    for url in replicas:
+        checks += check_replica(url, control_key)
+    if repository:
+        checks.append(check_repository(repository))
+    if prometheus:
+        checks.append(check_prometheus(prometheus))
+    return checks

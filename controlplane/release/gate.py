@@ -1,0 +1,165 @@
+"""Promotion gates, evaluated against a live Triton serving the candidate:
+
+- integrity: every file matches the manifest, and the export passed its parity check;
+- accuracy: on a held-out set, from the served answers, at least production's accuracy minus a tolerance
+  (and at least an absolute minimum, when set);
+- latency: p99 under a short, bounded closed-loop load within a budget;
+- errors: no failed request during that load.
+"""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from controlplane.errors import NotFoundError, UsageError
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    accuracy_tolerance: float = 0.01
+    min_accuracy: float | None = None
+    p99_ms: float = 100.0
+    load_seconds: float = 5.0
+    concurrency: int = 4
+    max_error_rate: float = 0.0
+
+    @classmethod
+    def load(cls, path: str | None) -> GateThresholds:
+        if not path:
+            return cls()
+        file = Path(path)
+        if not file.is_file():
+            raise NotFoundError(f"gate thresholds file {file} not found")
+        try:
+            data = tomllib.loads(file.read_text()).get("gate", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"gate thresholds file {file} is not valid TOML: {exc}") from exc
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UsageError(f"{file}: unknown gate settings {', '.join(unknown)}", hint=f"known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    detail: str
+
+
+@dataclass
+class Verdict:
+    model: str
+    version: int
+    channel: str
+    target: str
+    gates: list[GateResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "version": self.version, "channel": self.channel, "target": self.target,
+                "passed": self.passed, "gates": [asdict(g) for g in self.gates]}
+
+
+def load_holdout(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return data["features"], data["labels"]
+    except (KeyError, ValueError, OSError) as exc:
+        raise UsageError(f"held-out set {path} needs arrays 'features' and 'labels' ({exc})") from exc
+
+
+def evaluate(repo, model: str, version: int, channel: str, target: str, thresholds: GateThresholds,
+             holdout: Path | None = None, production_channel: str = "production") -> Verdict:
+    """Run every gate (none stops the others) against the Triton at `target` (gRPC host:port)."""
+    from controlplane.model import config as model_config
+    from controlplane.store.channel_store import ChannelStore
+    from controlplane.triton.client import TritonClient
+
+    manifest = repo.manifest(model, version)
+    verdict = Verdict(model, version, channel, target)
+    problems = repo.verify(model, version)
+    parity_ok = manifest.parity.get("passed") is not False
+    verdict.gates.append(GateResult("integrity", not problems and parity_ok, None, None,
+                                    "; ".join(problems) or ("parity passed" if parity_ok else "parity failed at export")))
+
+    signature = model_config.signature_of(repo.config(model), api=True)
+    if holdout is not None:
+        features, labels = load_holdout(holdout)
+    else:
+        reference = repo.reference(model, version)
+        if reference is None or reference.labels is None:
+            raise UsageError(f"no held-out set: pass --holdout, or publish {model!r} v{version} with a labelled --reference")
+        features, labels = reference.features, reference.labels
+    name = signature.inputs[0].name
+    dims = signature.inputs[0].dims
+    features = features.astype(signature.inputs[0].dtype)
+    if -1 not in dims:  # a reference stores rows flat; give them the input's per-sample shape
+        try:
+            features = features.reshape((len(features), *dims))
+        except ValueError as exc:
+            raise UsageError(f"held-out features of shape {list(features.shape)} do not fit input {signature.inputs[0].describe(True)}") from exc
+    batch = max(signature.max_batch_size, 1)
+    with TritonClient(target) as client:
+        predicted = []
+        for start in range(0, len(features), batch):
+            answer = client.infer(model, {name: features[start:start + batch]}, version=str(version))
+            predicted.append(np.argmax(next(iter(answer.outputs.values())), axis=1))
+        accuracy = float((np.concatenate(predicted) == labels).mean())
+        state, _ = ChannelStore(repo.store).load(model)
+        production = state.channels.get(production_channel)
+        floor = None
+        basis = "no production version yet"
+        if production is not None and production != version:
+            prod_accuracy = repo.manifest(model, production).metadata.get("evaluation", {}).get("accuracy")
+            if prod_accuracy is not None:
+                floor = prod_accuracy - thresholds.accuracy_tolerance
+                basis = f"production v{production} {prod_accuracy:.4f} - {thresholds.accuracy_tolerance}"
+        if thresholds.min_accuracy is not None:
+            floor = max(floor or 0.0, thresholds.min_accuracy)
+            basis += f"; minimum {thresholds.min_accuracy}"
+        verdict.gates.append(GateResult("accuracy", floor is None or accuracy >= floor, accuracy, floor,
+                                        f"{len(labels)} held-out samples served by v{version}; floor: {basis}"))
+        latencies, failures = _bounded_load(client, model, str(version), {name: features[:1]}, thresholds)
+    p99 = float(np.percentile(latencies, 99)) * 1000 if latencies else None
+    total = len(latencies) + failures
+    error_rate = failures / total if total else None
+    verdict.gates.append(GateResult("p99_latency", p99 is not None and p99 <= thresholds.p99_ms, p99, thresholds.p99_ms,
+                                    f"{len(latencies)} requests at concurrency {thresholds.concurrency} for {thresholds.load_seconds} s"))
+    verdict.gates.append(GateResult("error_rate", error_rate is not None and error_rate <= thresholds.max_error_rate, error_rate,
+                                    thresholds.max_error_rate, f"{failures} failed of {total}"))
+    return verdict
+
+
+def _bounded_load(client, model: str, version: str, inputs: dict, thresholds: GateThresholds) -> tuple[list[float], int]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from controlplane.errors import MlctlError
+
+    deadline = time.monotonic() + thresholds.load_seconds
+
+    def worker(_):
+        latencies, failures = [], 0
+        while time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            try:
+                client.infer(model, inputs, version=version)
+                latencies.append(time.perf_counter() - t0)
+            except MlctlError:
+                failures += 1
+        return latencies, failures
+
+    with ThreadPoolExecutor(thresholds.concurrency) as pool:
+        results = list(pool.map(worker, range(thresholds.concurrency)))
+    return [lat for r in results for lat in r[0]], sum(r[1] for r in results)

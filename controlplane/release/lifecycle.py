@@ -1,0 +1,277 @@
+"""Promote, roll back, reconcile: move a channel to a version on every replica, one at a time, with no outage.
+
+Design (the repository holds the desired state):
+- `.mlctl/channels/<model>.json` says which version each channel serves, with the audit history. It is
+  changed only by compare-and-swap, so one operation per model runs at a time.
+- `<model>/configs/<channel>.pbtxt` is the model's config with `version_policy: specific [v]`. Replicas of a
+  channel run with `--model-config-name=<channel>`, so a replica that restarts loads the promoted version.
+- A switch loads the new policy on each replica in place (gRPC load with a config override, never an
+  unload first), checks that the replica answers from the new version, then moves to the next replica.
+  A failure reverts the replicas already switched and leaves the channel where it was.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from controlplane.errors import CheckFailedError, MlctlError, NotFoundError, ServerError
+from controlplane.model import config as model_config
+from controlplane.model.config import VersionPolicy
+from controlplane.model.provenance import current_actor, utc_now
+from controlplane.processes import process_exists
+from controlplane.store.channel_store import ChannelStore
+from controlplane.store.channels import (
+    HistoryEntry,
+    ModelState,
+    Operation,
+    check_channel,
+)
+from controlplane.store.repository import Repository
+from controlplane.triton.replicas import Replica, open_replicas
+from controlplane.triton.targets import Targets
+
+Progress = Callable[[str], None]
+CHANNEL_CONFIGS = "configs"
+PENDING_STALE_S = 600.0
+
+
+def channel_config_key(model: str, channel: str) -> str:
+    return f"{model}/{CHANNEL_CONFIGS}/{channel}.pbtxt"
+
+
+@dataclass
+class SwitchReport:
+    model: str
+    channel: str
+    action: str
+    from_version: int | None
+    to_version: int
+    outcome: str  # succeeded | unchanged
+    replicas: list[dict] = field(default_factory=list)  # url, seconds
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        repo: Repository,
+        targets: Targets,
+        control_key: str | None = None,
+        progress: Progress | None = None,
+        settle_timeout_s: float = 60.0,
+    ) -> None:
+        self.repo = repo
+        self.targets = targets
+        self.control_key = control_key
+        self.channels = ChannelStore(repo.store)
+        self.say = progress or (lambda _msg: None)
+        self.settle_timeout_s = settle_timeout_s
+
+    # --- promote / rollback ----------------------------------------------------------------------
+    def promote(self, model: str, version: int, channel: str, reason: str = "") -> SwitchReport:
+        return self._switch(model, channel, version, "promote", reason)
+
+    def rollback(self, model: str, channel: str = "production", to: int | None = None, reason: str = "") -> SwitchReport:
+        state, _ = self.channels.load(model)
+        check_channel(channel)
+        if channel not in state.channels:
+            self.repo.config(model)  # an unknown model says so first
+            known = ", ".join(sorted(state.channels)) or "none"
+            raise NotFoundError(f"model {model!r} has no channel {channel!r} to roll back (channels: {known})")
+        target = to if to is not None else state.rollback_target(channel)
+        return self._switch(model, channel, target, "rollback", reason)
+
+    def _switch(self, model: str, channel: str, version: int, action: str, reason: str) -> SwitchReport:
+        check_channel(channel)
+        self.repo.manifest(model, version)  # NotFoundError for an unknown model or version
+        problems = self.repo.verify(model, version)
+        if problems:
+            raise CheckFailedError(
+                f"refusing to {action} {model!r} version {version}: its files do not match the manifest "
+                f"({'; '.join(problems)})",
+                hint="published versions are immutable; publish a new version instead",
+            )
+        state, token = self.channels.load(model)
+        current = state.channels.get(channel)
+        if current == version and state.pending is None:
+            self.say(f"{model}: channel {channel} already at version {version}")
+            return SwitchReport(model, channel, action, current, version, "unchanged")
+        base = self.repo.config(model)
+        signature = model_config.signature_of(base, api=True)
+        replicas = open_replicas(self.targets.replicas(channel), self.control_key)
+        actor = current_actor()
+        operation = Operation(
+            op_id=uuid.uuid4().hex[:12],
+            action=action,
+            channel=channel,
+            from_version=current,
+            to_version=version,
+            reason=reason,
+            user=actor["user"],
+            host=actor["host"],
+            started_at=utc_now(),
+            pid=os.getpid(),
+        )
+        started = time.monotonic()
+        pending_state = state.begin(operation)
+        pending_token = self.channels.save(pending_state, token)  # ConflictError: another operation won
+        report = SwitchReport(model, channel, action, current, version, "succeeded")
+        try:
+            self._roll_out(model, base, signature, current, version, replicas, report)
+        except BaseException as exc:
+            detail = str(exc) if isinstance(exc, MlctlError) else f"{type(exc).__name__}: {exc}"
+            failed = pending_state.finish(operation.op_id, "failed", utc_now(), detail, time.monotonic() - started)
+            self.channels.save(failed, pending_token)
+            raise
+        finally:
+            for replica in replicas:
+                replica.close()
+        report.duration_s = round(time.monotonic() - started, 3)
+        done = pending_state.finish(operation.op_id, "succeeded", utc_now(), duration_s=report.duration_s)
+        self.channels.save(done, pending_token)
+        self._write_channel_config(model, channel, base, version)
+        self.say(f"{model}: channel {channel} now at version {version} ({report.duration_s:.2f} s)")
+        return report
+
+    def _roll_out(self, model, base, signature, current, version, replicas: list[Replica], report: SwitchReport) -> None:
+        new_config = model_config.to_json(self._channel_config(base, version))
+        switched: list[Replica] = []
+        for replica in replicas:
+            t0 = time.monotonic()
+            try:
+                replica.load(model, new_config)
+                replica.wait_serving(model, version, signature, self.settle_timeout_s)
+            except BaseException as exc:
+                reverted = self._revert(model, base, signature, current, [*switched, replica])
+                raise ServerError(
+                    f"{report.action} of {model!r} to version {version} aborted: replica {replica.url} failed: {exc}; "
+                    f"{reverted}; channel {report.channel!r} unchanged at version {current}"
+                ) from exc
+            switched.append(replica)
+            report.replicas.append({"url": replica.url, "seconds": round(time.monotonic() - t0, 3)})
+            self.say(f"{model}: replica {replica.url} serves version {version}")
+
+    def _revert(self, model, base, signature, current, replicas: list[Replica]) -> str:
+        problems = []
+        for replica in replicas:
+            try:
+                if current is None:
+                    replica.unload(model)
+                else:
+                    replica.load(model, model_config.to_json(self._channel_config(base, current)))
+                    replica.wait_serving(model, current, signature, self.settle_timeout_s)
+            except MlctlError as exc:
+                problems.append(f"{replica.url}: {exc}")
+        if problems:
+            return f"reverting failed on {'; '.join(problems)} (run 'mlctl reconcile')"
+        return f"reverted {len(replicas)} replica(s)"
+
+    @staticmethod
+    def _channel_config(base, version: int):
+        config = type(base)()
+        config.CopyFrom(base)
+        model_config.apply_version_policy(config, VersionPolicy("specific", (version,)))
+        return config
+
+    def _write_channel_config(self, model: str, channel: str, base, version: int) -> bool:
+        """Bring configs/<channel>.pbtxt in line with the channel; True when it had to change."""
+        text = model_config.to_pbtxt(self._channel_config(base, version)).encode()
+        key = channel_config_key(model, channel)
+        current, _ = self.repo.store.read_versioned(key)
+        if current == text:
+            return False
+        self.repo.store.write_bytes(key, text)
+        return True
+
+    # --- reading ---------------------------------------------------------------------------------
+    def history(self, model: str) -> list[HistoryEntry]:
+        self.repo.config(model)
+        return list(self.channels.load(model)[0].history)
+
+    def status(self, model: str) -> dict:
+        self.repo.config(model)
+        state, _ = self.channels.load(model)
+        channels = {}
+        for channel in sorted(set(state.channels) | set(self.targets.channels)):
+            version = state.channels.get(channel)
+            replicas = []
+            for url in self.targets.replicas(channel):
+                replicas.append(self._replica_status(url, model, version))
+            channels[channel] = {"version": version, "replicas": replicas}
+        return {
+            "model": model,
+            "repository": self.repo.uri,
+            "versions": self.repo.versions(model),
+            "channels": channels,
+            "pending": asdict(state.pending) if state.pending else None,
+            "problems": state.inconsistencies(),
+        }
+
+    def _replica_status(self, url: str, model: str, version: int | None) -> dict:
+        try:
+            replica = Replica(url, self.control_key)
+            try:
+                served = sorted(replica.served(model))
+            finally:
+                replica.close()
+        except MlctlError as exc:
+            return {"url": url, "reachable": False, "served": [], "in_sync": False, "error": str(exc)}
+        return {"url": url, "reachable": True, "served": served, "in_sync": version is not None and served == [version]}
+
+    # --- reconcile -------------------------------------------------------------------------------
+    def reconcile(self, models: list[str] | None = None, force: bool = False) -> dict:
+        """Converge every replica (and channel config file) on the desired state; report what differed."""
+        names = models or self.channels.models()
+        changes: list[dict] = []
+        errors: list[str] = []
+        for model in names:
+            state, token = self.channels.load(model)
+            if state.pending is not None:
+                if not (force or self._pending_dead(state.pending)):
+                    errors.append(f"{model}: an operation is still running ({state.pending.action} to {state.pending.to_version}); not touched")
+                    continue
+                state = self._close_interrupted(state, token)
+                changes.append({"model": model, "what": "interrupted operation closed", "op": state.history[-1].op_id})
+            base = self.repo.config(model)
+            signature = model_config.signature_of(base, api=True)
+            for channel, version in sorted(state.channels.items()):
+                if self._write_channel_config(model, channel, base, version):
+                    changes.append({"model": model, "channel": channel, "what": f"config file set to version {version}"})
+                for url in self.targets.replicas(channel):
+                    try:
+                        replica = Replica(url, self.control_key)
+                        try:
+                            replica.wait_settled(model, self.settle_timeout_s)
+                            served = replica.served(model)
+                            if served != {version}:
+                                replica.load(model, model_config.to_json(self._channel_config(base, version)))
+                                replica.wait_serving(model, version, signature, self.settle_timeout_s)
+                                changes.append({"model": model, "channel": channel, "replica": url, "was": sorted(served), "now": version})
+                        finally:
+                            replica.close()
+                    except MlctlError as exc:
+                        errors.append(f"{model} on {url}: {exc}")
+        return {"changes": changes, "errors": errors}
+
+    @staticmethod
+    def _pending_dead(op: Operation) -> bool:
+        from datetime import datetime, timezone
+
+        if op.host == socket.gethostname() and op.pid and not process_exists(op.pid):
+            return True
+        age = (datetime.now(timezone.utc) - datetime.fromisoformat(op.started_at)).total_seconds()
+        return age > PENDING_STALE_S
+
+    def _close_interrupted(self, state: ModelState, token: str | None) -> ModelState:
+        op = state.pending
+        closed = state.finish(op.op_id, "interrupted", utc_now(), f"closed by reconcile; channel stays at {state.channels.get(op.channel)}")
+        self.channels.save(closed, token)
+        return closed

@@ -1,0 +1,278 @@
+"""The Triton model repository as mlctl keeps it, over any Store.
+
+    <repo>/<model>/config.pbtxt              generated from the signature, one per model
+    <repo>/<model>/<version>/model.onnx|pt   immutable once published
+    <repo>/<model>/<version>/manifest.json   sha256 of every file, provenance, parity, metadata
+    <repo>/<model>/configs/<channel>.pbtxt   what a channel's replicas load (version_policy specific [v])
+    <repo>/.mlctl/                           mlctl's own state: staging, channels and history, canaries, claims (S3)
+
+A version exists once its folder holds a manifest. Publishing never overwrites: the version folder
+is assembled apart and moved into place in one step (Store.put_tree, create-only).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from controlplane.errors import ConflictError, NotFoundError, UsageError
+from controlplane.model import config as model_config
+from controlplane.model.bundle import ExportBundle
+from controlplane.model.config import FILENAMES, ServingOptions
+from controlplane.model.manifest import MANIFEST, Manifest, sha256_bytes, sha256_file
+from controlplane.model.provenance import current_actor, git_commit, utc_now
+from controlplane.store import Store
+
+CONFIG = "config.pbtxt"
+REFERENCE = "reference.npz"
+MARKER = ".mlctl/repository.json"  # also makes an empty S3 prefix a folder tritonserver accepts
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_PUBLISH_ATTEMPTS = 5
+
+
+def check_model_name(name: str) -> str:
+    if not _MODEL_NAME.match(name):
+        raise UsageError(
+            f"model name {name!r} is not valid", hint="use letters, digits, '_', '-' or '.', starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    format: str
+    versions: tuple[int, ...]
+    version_policy: str
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "format": self.format,
+            "versions": list(self.versions),
+            "latest": max(self.versions) if self.versions else None,
+            "version_policy": self.version_policy,
+        }
+
+
+class Repository:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    def require(self) -> Repository:
+        if not self.store.exists():
+            raise NotFoundError(
+                f"model repository {self.uri} does not exist", hint="create it, or pass --repository / MLCTL_REPOSITORY"
+            )
+        return self
+
+    def ensure_marker(self) -> None:
+        """Mark the repository as mlctl's (idempotent)."""
+        if self.store.read_versioned(MARKER)[0] is None:
+            self.store.write_bytes(MARKER, b'{"layout": 1}\n')
+
+    # --- reading ---------------------------------------------------------------------------------
+    def model_names(self) -> list[str]:
+        self.require()
+        return [
+            n
+            for n in self.store.list_dir("")
+            if not n.startswith(".") and CONFIG in self.store.list_dir(n)
+        ]
+
+    def config(self, name: str):
+        self._require_model(name)
+        return model_config.parse_pbtxt(self.store.read_bytes(f"{name}/{CONFIG}").decode(), f"{self.uri}/{name}/{CONFIG}")
+
+    def versions(self, name: str) -> list[int]:
+        self._require_model(name)
+        return sorted(
+            int(child)
+            for child in self.store.list_dir(name)
+            if child.isdigit() and MANIFEST in self.store.list_dir(f"{name}/{child}")
+        )
+
+    def manifest(self, name: str, version: int) -> Manifest:
+        available = self.versions(name)
+        if version not in available:
+            latest = f"latest is {max(available)}" if available else "it has no versions"
+            raise NotFoundError(
+                f"version {version} of model {name!r} not found in {self.uri} ({latest})",
+                hint=f"run 'mlctl model versions {name}'",
+            )
+        key = f"{name}/{version}/{MANIFEST}"
+        return Manifest.from_json(self.store.read_bytes(key), f"{self.uri}/{key}")
+
+    def summary(self, name: str) -> ModelSummary:
+        config = self.config(name)
+        return ModelSummary(
+            name=name,
+            format=model_config.format_of(config),
+            versions=tuple(self.versions(name)),
+            version_policy=str(model_config.version_policy_of(config)),
+        )
+
+    def verify(self, name: str, version: int) -> list[str]:
+        """Problems found comparing a version's files with its manifest; [] when intact."""
+        manifest = self.manifest(name, version)
+        prefix = f"{name}/{version}"
+        present = set(self.store.list_files(prefix)) - {MANIFEST}
+        problems = [f"{f}: not in the manifest" for f in sorted(present - set(manifest.files))]
+        for rel, expected in sorted(manifest.files.items()):
+            if rel not in present:
+                problems.append(f"{rel}: missing")
+            elif sha256_bytes(self.store.read_bytes(f"{prefix}/{rel}")) != expected["sha256"]:
+                problems.append(f"{rel}: sha256 differs from the manifest")
+        return problems
+
+    def reference(self, name: str, version: int):
+        """The version's reference sample (None when it was published without one)."""
+        from controlplane.quality.monitor import Reference
+
+        manifest = self.manifest(name, version)
+        if REFERENCE not in manifest.files:
+            return None
+        with np.load(io.BytesIO(self.store.read_bytes(f"{name}/{version}/{REFERENCE}")), allow_pickle=False) as data:
+            labels = data["labels"] if "labels" in data.files else None
+            return Reference(data["features"].reshape(len(data["features"]), -1), data["predicted"], labels,
+                             manifest.metadata.get("evaluation", {}).get("accuracy"))
+
+    def has_channel_config(self, name: str, channel: str) -> bool:
+        return f"{channel}.pbtxt" in self.store.list_dir(f"{name}/configs")
+
+    def _require_model(self, name: str) -> None:
+        self.require()
+        if CONFIG not in self.store.list_dir(name):
+            known = ", ".join(self.model_names()) or "none"
+            raise NotFoundError(f"model {name!r} not found in {self.uri} (models: {known})")
+
+    # --- publishing ------------------------------------------------------------------------------
+    def publish(
+        self,
+        bundle: ExportBundle,
+        name: str,
+        model_format: str,
+        options: ServingOptions,
+        metadata: dict | None = None,
+        reference: Path | None = None,
+    ) -> Manifest:
+        """Add the next version of `name` from an export bundle; never overwrites anything. A `reference`
+        (.npz: features, predicted, optional labels) is kept with the version as the baseline for drift,
+        and its evaluation metrics go into the manifest."""
+        check_model_name(name)
+        self.require().ensure_marker()
+        source = bundle.file_for(model_format)
+        metadata = dict(metadata or {})
+        if reference is not None:
+            metadata["evaluation"] = evaluate_reference(Path(reference))
+        config = model_config.build_config(name, model_format, bundle.signature, options)
+        with tempfile.TemporaryDirectory(prefix="mlctl-publish-") as tmp:
+            for _ in range(_PUBLISH_ATTEMPTS):
+                exists = CONFIG in self.store.list_dir(name)
+                if exists:
+                    self._check_compatible(name, model_format, bundle)
+                    children = self.store.list_dir(name) + self.store.claimed(name)
+                    known = [int(c) for c in children if c.isdigit()]
+                    version = max(known, default=0) + 1
+                else:
+                    version = 1
+                tree = Path(tmp) / f"attempt-{version}-{int(exists)}"
+                version_dir = tree / str(version)
+                version_dir.mkdir(parents=True)
+                shutil.copyfile(source, version_dir / FILENAMES[model_format])
+                if reference is not None:
+                    shutil.copyfile(reference, version_dir / REFERENCE)
+                manifest = self._manifest(name, version, model_format, bundle, version_dir, metadata)
+                (version_dir / MANIFEST).write_text(manifest.to_json())
+                try:
+                    if exists:
+                        self.store.put_tree(version_dir, f"{name}/{version}")
+                    else:
+                        (tree / CONFIG).write_text(model_config.to_pbtxt(config))
+                        self.store.put_tree(tree, name)
+                    return manifest
+                except ConflictError:
+                    continue  # someone published at the same moment: take the next number
+        raise ConflictError(f"could not publish {name!r}: {_PUBLISH_ATTEMPTS} concurrent publishers won the race")
+
+    def _check_compatible(self, name: str, model_format: str, bundle: ExportBundle) -> None:
+        config = self.config(name)
+        have_format = model_config.format_of(config)
+        if have_format != model_format:
+            raise ConflictError(
+                f"model {name!r} is served as {have_format}, this version is {model_format}",
+                hint="publish it under another model name",
+            )
+        have = model_config.signature_of(config)
+        if have != bundle.signature:
+            raise ConflictError(
+                f"the export's signature differs from model {name!r}'s config.pbtxt "
+                f"({have.to_dict()} vs {bundle.signature.to_dict()})",
+                hint="publish it under another model name",
+            )
+
+    @staticmethod
+    def _manifest(
+        name: str, version: int, model_format: str, bundle: ExportBundle, version_dir: Path, metadata: dict
+    ) -> Manifest:
+        files = {
+            str(p.relative_to(version_dir)): {"sha256": sha256_file(p), "size": p.stat().st_size}
+            for p in sorted(version_dir.rglob("*"))
+            if p.is_file()
+        }
+        provenance = {
+            **current_actor(),
+            "source": bundle.source,
+            "exported_at": bundle.created_at,
+            "git_commit": git_commit(),
+            "frameworks": bundle.frameworks,
+        }
+        return Manifest(
+            model=name,
+            version=version,
+            format=model_format,
+            files=files,
+            signature=bundle.signature,
+            created_at=utc_now(),
+            provenance=provenance,
+            parity=bundle.parity.get(model_format, {}),
+            metadata=metadata,
+        )
+
+
+def evaluate_reference(path: Path) -> dict:
+    """Check a reference sample and compute its evaluation metrics (accuracy, per-class P/R/F1)."""
+    from controlplane.quality.classification import classification_report
+
+    if not path.is_file():
+        raise NotFoundError(f"reference file {path} not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"reference {path} is not an .npz file: {exc}") from exc
+    missing = [k for k in ("features", "predicted") if k not in arrays]
+    if missing:
+        raise UsageError(f"reference {path} lacks {', '.join(missing)}", hint="it needs features (N x F) and predicted (N), labels optional")
+    n = len(arrays["features"])
+    if len(arrays["predicted"]) != n or ("labels" in arrays and len(arrays["labels"]) != n):
+        raise UsageError(f"reference {path}: features, predicted and labels must have the same length")
+    evaluation: dict = {"samples": int(n)}
+    if "labels" in arrays:
+        report = classification_report(arrays["labels"], arrays["predicted"])
+        evaluation.update(accuracy=report.accuracy, per_class=[asdict_class(c) for c in report.classes])
+    return evaluation
+
+
+def asdict_class(c) -> dict:
+    return {"label": c.label, "precision": round(c.precision, 6), "recall": round(c.recall, 6), "f1": round(c.f1, 6), "support": c.support}

@@ -1,0 +1,353 @@
+"""Run the real tritonserver as a managed background process (or the NGC image through Docker).
+
+Explicit model control, latency summaries on, readiness waited for against a deadline, state kept in
+a file so that later commands (stop, status, logs) find the server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from controlplane.errors import ConflictError, NotFoundError, ServerError
+from controlplane.model.provenance import utc_now
+from controlplane.processes import command_line, process_exists
+from controlplane.store.repository import Repository
+from controlplane.triton.replicas import CONTROL_HEADER
+from controlplane.triton.server.install import (
+    TritonInstall,
+    assemble_backends,
+    locate_triton,
+)
+from controlplane.triton.server.state import ServerState, StateFiles
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    repository: str
+    name: str = "default"
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    models: tuple[str, ...] | None = None  # None: every model in the repository
+    timeout_s: float = 120.0
+    exit_timeout_s: int = 10  # how long a stop waits for in-flight requests and open connections
+    extra_args: tuple[str, ...] = ()
+    runtime: str = "local"  # local: the wheel's tritonserver | docker: the NGC image
+    image: str = ""  # docker runtime only; empty for the default image
+    gpus: bool = False  # docker runtime only
+    binary: str | None = None  # another tritonserver executable than the wheel's
+    channel: str | None = None  # serve this channel's versions (--model-config-name=<channel>)
+    control_key: str | None = None  # restrict the model-repository API to callers holding this key
+
+    def ports(self) -> dict[str, int]:
+        return {"http": self.http_port, "grpc": self.grpc_port, "metrics": self.metrics_port}
+
+
+def common_args(options: ServerOptions, models: list[str]) -> list[str]:
+    """tritonserver arguments shared by both runtimes (pure)."""
+    args = [
+        "--model-control-mode=explicit",
+        "--allow-metrics=true",
+        "--metrics-config=summary_latencies=true",
+        f"--exit-timeout-secs={options.exit_timeout_s}",
+        "--log-info=true",
+    ]
+    if options.channel:
+        args.append(f"--model-config-name={options.channel}")
+    if options.control_key:
+        restriction = f"model-repository:{CONTROL_HEADER}={options.control_key}"
+        args += [f"--grpc-restricted-protocol={restriction}", f"--http-restricted-api={restriction}"]
+    args += [f"--load-model={m}" for m in models]
+    return args + list(options.extra_args)
+
+
+def local_args(options: ServerOptions, repository_uri: str, backend_dir: str, models: list[str]) -> list[str]:
+    """tritonserver arguments for a local process (pure)."""
+    return [
+        f"--model-repository={repository_uri}",
+        f"--backend-directory={backend_dir}",
+        f"--http-address={options.host}",
+        f"--http-port={options.http_port}",
+        f"--grpc-address={options.host}",
+        f"--grpc-port={options.grpc_port}",
+        f"--metrics-address={options.host}",
+        f"--metrics-port={options.metrics_port}",
+        *common_args(options, models),
+    ]
+
+
+def redact(command: list[str], secret: str | None) -> list[str]:
+    """The command as it may be shown and stored: without the control key."""
+    return [a.replace(secret, "***") for a in command] if secret else list(command)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def is_ready(http_url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def pid_alive(pid: int | None) -> bool:
+    """A running tritonserver with this pid (a reused pid belongs to another program and does not count).
+    The command line reads empty for an instant while a process execs; that counts as alive."""
+    if not process_exists(pid):
+        return False
+    cmdline = command_line(pid)
+    return not cmdline or b"tritonserver" in cmdline
+
+
+def kill_orphaned_stubs(server_pid: int | None) -> None:
+    """SIGKILL Python-backend stubs left in a dead server's process group (it led its own session)."""
+    if not server_pid:
+        return
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        pgid = int(stat.rsplit(")", 1)[1].split()[2])
+        if pgid == server_pid and b"triton_python_backend_stub" in cmdline:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def log_tail(path: str | Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class LocalServers:
+    """Start, stop and inspect tritonserver processes owned by this mlctl home."""
+
+    def __init__(self, home: Path, progress: Progress | None = None) -> None:
+        self.files = StateFiles(home)
+        self.progress = progress or (lambda _msg: None)
+
+    def running(self, name: str) -> ServerState | None:
+        state = self.files.read(name)
+        if state is None:
+            return None
+        if state.runtime == "local" and not pid_alive(state.pid):
+            kill_orphaned_stubs(state.pid)  # the server was killed; its backend stubs may linger, holding ports
+            self.files.remove(name)
+            return None
+        return state
+
+    def start(self, options: ServerOptions) -> ServerState:
+        existing = self.running(options.name)
+        if existing:
+            raise ConflictError(
+                f"server {options.name!r} is already running (pid {existing.pid}, http {existing.http_url})",
+                hint=f"stop it with 'mlctl server stop --name {options.name}' or pick another --name",
+            )
+        repository = self._repository(options)
+        models = self._models_to_load(repository, options)
+        for kind, port in options.ports().items():
+            if port_in_use(options.host, port):
+                raise ConflictError(
+                    f"{kind} port {port} on {options.host} is in use",
+                    hint=f"pass --{kind}-port with a free port, or stop what holds it",
+                )
+        log_path = self.files.log_path(options.name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.progress(
+            f"starting tritonserver {options.name!r} ({options.runtime}) on http {options.http_port}, grpc {options.grpc_port}"
+        )
+        if options.runtime == "docker":
+            state, failed = self._start_docker(options, repository, models, log_path)
+        else:
+            state, failed = self._start_local(options, repository, models, log_path)
+        self.files.write(state)
+        try:
+            self._wait_ready(state, failed, options.timeout_s)
+        except BaseException:
+            self._shutdown(state, grace_s=5)
+            self.files.remove(options.name)
+            raise
+        return state
+
+    def _start_local(self, options: ServerOptions, repository: Repository, models: list[str], log_path: Path):
+        install = locate_triton(options.binary)
+        backend_dir = assemble_backends(install, self.files.work_dir(options.name) / "backends")
+        command = [str(install.binary), *local_args(options, repository.store.triton_uri, str(backend_dir), models)]
+        pid = self._spawn(install, command, log_path, shown=redact(command, options.control_key))
+
+        def failed() -> str | None:
+            return None if pid_alive(pid) else "exited"
+
+        return self._state(options, repository, log_path, redact(command, options.control_key), pid=pid), failed
+
+    def _start_docker(self, options: ServerOptions, repository: Repository, models: list[str], log_path: Path):
+        from controlplane.triton.server import docker_runtime as dr
+
+        image = options.image or dr.DEFAULT_IMAGE
+        args = common_args(options, models)
+        container = dr.start_container(options.name, repository.store.triton_uri, args, options.ports(), image, options.gpus)
+
+        def failed() -> str | None:
+            if dr.container_running(container):
+                return None
+            log_path.write_text(dr.container_logs(container, 200))
+            return "container stopped"
+
+        command = redact(["docker", "run", image, "tritonserver", *args], options.control_key)
+        return self._state(options, repository, log_path, command, container=container), failed
+
+    @staticmethod
+    def _state(options, repository, log_path, command, pid=None, container=None) -> ServerState:
+        return ServerState(
+            name=options.name,
+            runtime=options.runtime,
+            pid=pid,
+            container=container,
+            http_port=options.http_port,
+            grpc_port=options.grpc_port,
+            metrics_port=options.metrics_port,
+            repository=repository.uri,
+            log_path=str(log_path),
+            started_at=utc_now(),
+            command=command,
+        )
+
+    def _shutdown(self, state: ServerState, grace_s: float) -> None:
+        if state.runtime == "docker":
+            from controlplane.triton.server.docker_runtime import stop_container
+
+            stop_container(state.container, grace_s)
+        else:
+            self._terminate(state.pid, grace_s)
+
+    def stop(self, name: str, grace_s: float = 30.0) -> ServerState | None:
+        """Stop gracefully (SIGTERM, then SIGKILL after `grace_s`); None when it was not running."""
+        state = self.running(name)
+        if state is None:
+            return None
+        self._shutdown(state, grace_s)
+        self.files.remove(name)
+        return state
+
+    def status(self, name: str) -> dict:
+        state = self.running(name)
+        if state is None:
+            return {"name": name, "running": False}
+        return {"running": True, "ready": is_ready(state.http_url), **state.to_dict()}
+
+    def logs(self, name: str, lines: int) -> str:
+        state = self.running(name)
+        if state is not None and state.runtime == "docker":
+            from controlplane.triton.server.docker_runtime import container_logs
+
+            return container_logs(state.container, lines)
+        path = self.files.log_path(name)
+        if not path.exists():
+            raise NotFoundError(f"no log for server {name!r} at {path}", hint="start it with 'mlctl server start'")
+        return log_tail(path, lines)
+
+    # --- internals -------------------------------------------------------------------------------
+    @staticmethod
+    def _repository(options: ServerOptions) -> Repository:
+        from controlplane.store import open_store
+
+        repository = Repository(open_store(options.repository)).require()
+        repository.ensure_marker()
+        return repository
+
+    @staticmethod
+    def _models_to_load(repository: Repository, options: ServerOptions) -> list[str]:
+        available = repository.model_names()
+        if options.channel:  # a channel's replica serves the models promoted to that channel
+            available = [m for m in available if repository.has_channel_config(m, options.channel)]
+        if options.models is None:
+            return available
+        unknown = [m for m in options.models if m not in available]
+        if unknown:
+            raise NotFoundError(
+                f"model(s) {', '.join(unknown)} not in repository {repository.uri}",
+                hint=f"models there: {', '.join(available) or 'none'}",
+            )
+        return list(options.models)
+
+    @staticmethod
+    def _spawn(install: TritonInstall, command: list[str], log_path: Path, shown: list[str]) -> int:
+        """Start tritonserver detached (its own session, re-parented away from us) and return its pid."""
+        with open(log_path, "ab") as log:
+            log.write(f"\n=== {utc_now()} {' '.join(shown)}\n".encode())
+        # sh backgrounds setsid, which execs tritonserver in place: $! is the server's pid, and once sh
+        # exits the server is no child of ours (no zombie, no Popen left running when the CLI exits).
+        launcher = 'setsid "$0" "$@" >>"$MLCTL_SERVER_LOG" 2>&1 </dev/null & echo $!'
+        env = install.environment()
+        env["MLCTL_SERVER_LOG"] = str(log_path)
+        try:
+            result = subprocess.run(
+                ["/bin/sh", "-c", launcher, *command], env=env, capture_output=True, text=True, timeout=30, check=True
+            )
+            return int(result.stdout.strip())
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            raise ServerError(f"could not run {command[0]}: {exc}") from exc
+
+    def _wait_ready(self, state: ServerState, failed: Callable[[], str | None], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            reason = failed()
+            if reason:
+                raise ServerError(
+                    f"tritonserver {state.name!r} {reason} during start-up; "
+                    f"last lines of {state.log_path}:\n{log_tail(state.log_path)}"
+                )
+            if is_ready(state.http_url, timeout=0.5):
+                self.progress(f"server {state.name!r} ready")
+                return
+            time.sleep(0.1)
+        raise ServerError(
+            f"tritonserver {state.name!r} not ready after {timeout_s:.0f} s; "
+            f"last lines of {state.log_path}:\n{log_tail(state.log_path)}"
+        )
+
+    @staticmethod
+    def _terminate(pid: int | None, grace_s: float) -> None:
+        if not pid_alive(pid):
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)  # Triton drains in-flight requests, then exits
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return
+            time.sleep(0.1)
+        try:
+            os.killpg(pid, signal.SIGKILL)  # the server and its backend stubs
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,136 @@
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from controlplane.errors import ConflictError, NotFoundError, UsageError
+from controlplane.model.bundle import ExportBundle
+from controlplane.model.config import ServingOptions
+from controlplane.store import open_store
+from controlplane.store.repository import Repository
+
+
+@pytest.fixture
+def repo(tmp_path):
+    (tmp_path / "repo").mkdir()
+    return Repository(open_store(str(tmp_path / "repo")))
+
+
+def test_publish_numbers_versions_and_writes_manifest(repo, exports):
+    first = repo.publish(exports["mlp"], "m", "onnx", ServingOptions(), {"accuracy": 0.9})
+    second = repo.publish(exports["mlp"], "m", "onnx", ServingOptions())
+    assert (first.version, second.version) == (1, 2)
+    assert repo.versions("m") == [1, 2]
+    manifest = repo.manifest("m", 1)
+    assert manifest.metadata == {"accuracy": 0.9}
+    assert set(manifest.files) == {"model.onnx"} and len(manifest.files["model.onnx"]["sha256"]) == 64
+    assert manifest.parity["passed"] and manifest.signature == exports["mlp"].signature
+    assert {"user", "host", "frameworks", "source"} <= set(manifest.provenance)
+    assert manifest.provenance["frameworks"]["torch"].startswith("2.13")
+    assert repo.verify("m", 1) == []
+    assert repo.summary("m").format == "onnx"
+
+
+def test_published_versions_are_never_rewritten(repo, exports):
+    repo.publish(exports["mlp"], "m", "onnx", ServingOptions())
+    path = repo.store.root / "m" / "1" / "model.onnx"
+    before = (path.stat().st_mtime_ns, path.read_bytes())
+    repo.publish(exports["mlp"], "m", "onnx", ServingOptions())
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == before
+    with pytest.raises(ConflictError, match="already exists"):
+        repo.store.put_tree(exports["mlp"].path, "m/1")
+
+
+def test_tampering_is_detected(repo, exports):
+    repo.publish(exports["mlp"], "m", "onnx", ServingOptions())
+    version_dir = repo.store.root / "m" / "1"
+    with open(version_dir / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    (version_dir / "extra.bin").write_bytes(b"x")
+    assert repo.verify("m", 1) == ["extra.bin: not in the manifest", "model.onnx: sha256 differs from the manifest"]
+
+
+def test_incompatible_versions_are_refused(repo, exports):
+    repo.publish(exports["mlp"], "m", "onnx", ServingOptions())
+    with pytest.raises(ConflictError, match="served as onnx"):
+        repo.publish(exports["mlp"], "m", "torchscript", ServingOptions())
+    with pytest.raises(ConflictError, match="signature differs"):
+        repo.publish(exports["multi"], "m", "onnx", ServingOptions())
+    assert repo.versions("m") == [1]
+
+
+def test_missing_things_are_named(repo, tmp_path, exports):
+    with pytest.raises(NotFoundError, match="does not exist"):
+        Repository(open_store(str(tmp_path / "nowhere"))).model_names()
+    with pytest.raises(NotFoundError, match="model 'ghost' not found"):
+        repo.versions("ghost")
+    repo.publish(exports["mlp"], "m", "onnx", ServingOptions())
+    with pytest.raises(NotFoundError, match=r"version 7 of model 'm' not found .* \(latest is 1\)"):
+        repo.manifest("m", 7)
+    with pytest.raises(UsageError, match="model name"):
+        repo.publish(exports["mlp"], "../escape", "onnx", ServingOptions())
+    with pytest.raises(UsageError, match="has no torchscript model"):
+        repo.publish(replace(exports["mlp"], formats=("onnx",)), "m", "torchscript", ServingOptions())
+
+
+def test_concurrent_publishes_get_distinct_versions(repo, exports):
+    results, errors = [], []
+
+    def publish():
+        try:
+            results.append(repo.publish(exports["mlp"], "m", "onnx", ServingOptions()).version)
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(results) == [1, 2, 3, 4]
+    assert all(repo.verify("m", v) == [] for v in results)
+
+
+PUBLISH_SCRIPT = """
+import sys
+from controlplane.model.bundle import ExportBundle
+from controlplane.model.config import ServingOptions
+from controlplane.store.repository import Repository
+from controlplane.store import open_store
+repo = Repository(open_store(sys.argv[1]))
+print("go", flush=True)
+repo.publish(ExportBundle.load(sys.argv[2]), "big", "onnx", ServingOptions())
+"""
+
+
+def test_kill_9_during_publish_leaves_only_complete_versions(repo, exports, tmp_path):
+    """A publish killed at any moment leaves either no version or a complete one."""
+    big = tmp_path / "big-export"
+    big.mkdir()
+    (big / "export.json").write_text((exports["mlp"].path / "export.json").read_text().replace('"torchscript"', '"onnx"'))
+    (big / "model.onnx").write_bytes(os.urandom(48 << 20))
+    ExportBundle.load(big)
+    killed = 0
+    for delay in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5):
+        proc = subprocess.Popen([sys.executable, "-c", PUBLISH_SCRIPT, repo.uri, str(big)], stdout=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"go"
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait(timeout=60)
+        proc.stdout.close()
+    assert killed >= 1
+    model_dir = repo.store.root / "big"
+    if model_dir.exists():
+        numbered = sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
+        assert numbered == repo.versions("big")  # no version folder without its manifest
+        assert all(repo.verify("big", v) == [] for v in numbered)
+    # and the repository still takes a publish afterwards
+    assert repo.publish(ExportBundle.load(big), "big", "onnx", ServingOptions()).version >= 1
