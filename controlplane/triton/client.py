@@ -11,6 +11,7 @@ import numpy as np
 from controlplane.errors import MlctlError, NotFoundError, UnavailableError, UsageError
 from controlplane.model import config as model_config
 from controlplane.model.signature import wire_type
+from controlplane.triton.failures import Failure, classify
 
 PROTOCOLS = ("grpc", "http")
 
@@ -67,15 +68,16 @@ class TritonClient:
         try:
             yield
         except InferenceServerException as exc:
-            message = exc.message() or str(exc)
-            status = str(exc.status() or "")
-            lowered = message.lower()
-            if "unavailable" in status.lower() or "failed to connect" in lowered or "connection refused" in lowered:
+            failure = classify(exc)
+            message = failure.message
+            if failure.kind is Failure.UNREACHABLE:
                 raise UnavailableError(f"{where} is not reachable: {message}", hint="is the server running? try 'mlctl server status'") from exc
-            if model and ("unknown model" in lowered or "is not found" in lowered or "not ready" in lowered):
+            if model and failure.kind is Failure.NOT_FOUND:
                 raise NotFoundError(f"{action} {model!r} on {where}: {message}", hint="check 'mlctl model versions' and what the server loaded") from exc
-            if "invalid_argument" in status.lower() or "unexpected" in lowered or "shape" in lowered or "datatype" in lowered:
+            if failure.kind is Failure.BAD_REQUEST:
                 raise UsageError(f"{action} {model!r} on {where}: {message}") from exc
+            if failure.kind is Failure.DENIED:
+                raise UsageError(f"{action} {model or ''} on {where} was refused: {message}", hint="set MLCTL_CONTROL_KEY or MLCTL_CONTROL_KEY_FILE") from exc
             raise MlctlError(f"{action} {model or ''} on {where} failed: {message}") from exc
         except (ConnectionError, OSError) as exc:
             raise UnavailableError(f"{where} is not reachable: {exc}", hint="is the server running? try 'mlctl server status'") from exc

@@ -13,6 +13,7 @@ import numpy as np
 
 from controlplane.errors import ServerError, UnavailableError, UsageError
 from controlplane.model.signature import Signature, wire_type
+from controlplane.triton.failures import Failure, classify
 
 CONTROL_HEADER = "mlctl-control-key"  # the <key> of --grpc-restricted-protocol=model-repository:<key>=<value>
 
@@ -36,17 +37,15 @@ class Replica:
         try:
             yield
         except InferenceServerException as exc:
-            # the Python backend appends a Python traceback ("\n\nAt:\n ..."): the server log has it
-            message = (exc.message() or str(exc)).split("\n\nAt:")[0].strip()
-            status = str(exc.status() or "")
-            if "PERMISSION_DENIED" in status or "restricted" in message.lower() or "unauthorized" in message.lower():
+            failure = classify(exc)
+            if failure.kind is Failure.DENIED:
                 raise UsageError(
-                    f"replica {self.url} refused {action}: the model-repository API needs the control key ({message})",
+                    f"replica {self.url} refused {action}: the model-repository API needs the control key ({failure.message})",
                     hint="set MLCTL_CONTROL_KEY or MLCTL_CONTROL_KEY_FILE",
                 ) from exc
-            if "UNAVAILABLE" in status or "failed to connect" in message.lower():
-                raise UnavailableError(f"replica {self.url} is not reachable ({action}): {message}") from exc
-            raise ServerError(f"replica {self.url}: {action} failed: {message}") from exc
+            if failure.kind is Failure.UNREACHABLE:
+                raise UnavailableError(f"replica {self.url} is not reachable ({action}): {failure.message}") from exc
+            raise ServerError(f"replica {self.url}: {action} failed: {failure.message}") from exc
 
     def live(self) -> bool:
         with self._errors("health check"):

@@ -1,0 +1,38 @@
+"""The thresholds and time-outs mlctl uses when the user sets none, each named once with its reason.
+
+Every module that judges, waits or alerts takes its default from here (and lets the user override it), so
+the CLI, the canary judge, the monitor, the gate and the generated alert rules cannot disagree.
+"""
+
+from __future__ import annotations
+
+# --- quality -----------------------------------------------------------------------------------------
+# PSI above 0.2 is the usual "significant shift" line in credit-risk practice, where PSI comes from.
+PSI_THRESHOLD = 0.2
+# KS two-sample test: a feature drifts only when its PSI breaches AND KS rejects at this level.
+KS_ALPHA = 0.01
+# Accuracy this far below the reference (or below stable, for a canary) is a breach: 5 points is
+# larger than the sampling noise of a few hundred labels (about +-3 points at 90 % accuracy).
+ACCURACY_DROP = 0.05
+# Fewer labels than this and an accuracy is too noisy to judge (the standard error at 50 labels and
+# 90 % accuracy is ~4 points): the accuracy check is then "not made", never "passed".
+MIN_LABELS = 50
+# Share of predictions with feedback below which the quality alerts warn that labels are missing.
+MIN_FEEDBACK_COVERAGE = 0.05
+
+# --- canary ------------------------------------------------------------------------------------------
+CANARY_MIN_REQUESTS = 100  # per arm and step before a step is judged
+CANARY_ALPHA = 0.01  # one-sided two-proportion z-test on error rates
+CANARY_MAX_ERROR_EXCESS = 0.01  # and the canary's error rate must exceed stable's by this much
+CANARY_P99_RATIO = 1.5  # canary p99 above stable p99 x this ...
+CANARY_P99_SLACK_MS = 5.0  # ... plus this is a breach (small p99s are noisy)
+# After routing to a canary stops and before it is unloaded: gateways re-read the canary state every
+# CANARY_STATE_TTL_S, so twice that plus a request's time drains it.
+CANARY_STATE_TTL_S = 1.0
+CANARY_DRAIN_S = 3.0
+
+# --- time-outs ---------------------------------------------------------------------------------------
+SERVER_START_TIMEOUT_S = 120.0  # a TorchScript model's stub imports torch: ~4 s idle, far more on a busy host
+SWITCH_SETTLE_TIMEOUT_S = 120.0  # a load returns when the version is ready; this bounds a stuck one
+CONTROL_CALL_TIMEOUT_S = 120.0  # gRPC load/unload of a large model
+HEALTH_TIMEOUT_S = 5.0  # a live/ready probe: a replica slower than this is treated as hung
