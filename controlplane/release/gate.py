@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import time
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -143,23 +142,8 @@ def evaluate(repo, model: str, version: int, channel: str, target: str, threshol
 
 
 def _bounded_load(client, model: str, version: str, inputs: dict, thresholds: GateThresholds) -> tuple[list[float], int]:
-    from concurrent.futures import ThreadPoolExecutor
+    from controlplane.triton.load import run_threads
 
-    from controlplane.errors import MlctlError
-
-    deadline = time.monotonic() + thresholds.load_seconds
-
-    def worker(_):
-        latencies, failures = [], 0
-        while time.monotonic() < deadline:
-            t0 = time.perf_counter()
-            try:
-                client.infer(model, inputs, version=version)
-                latencies.append(time.perf_counter() - t0)
-            except MlctlError:
-                failures += 1
-        return latencies, failures
-
-    with ThreadPoolExecutor(thresholds.concurrency) as pool:
-        results = list(pool.map(worker, range(thresholds.concurrency)))
-    return [lat for r in results for lat in r[0]], sum(r[1] for r in results)
+    result = run_threads(lambda _i: lambda: client.infer(model, inputs, version=version).version,
+                         thresholds.concurrency, thresholds.load_seconds)
+    return result.latencies_s, result.failures
