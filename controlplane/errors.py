@@ -2,6 +2,7 @@
 
     MlctlError (1)                 operational failure
     ├── UsageError (2)             bad input: arguments, specs, files, tensors
+    │   └── ControlKeyError (2)    a replica refused model control: no control key given, or a wrong one
     ├── NotFoundError (3)          repository, model, version or file missing
     ├── ConflictError (4)          the target exists already, or someone else holds it
     ├── UnavailableError (5)       a server (Triton, S3, Docker, Prometheus) is down or unreachable
@@ -9,6 +10,8 @@
     └── ServerError (7)            a server we manage failed to start, stop or load
 
 Third-party exceptions are translated where the SDK is called (`raise X(...) from exc`).
+Ctrl-C is no MlctlError: the CLI exits 130 (typer maps KeyboardInterrupt), after the library has left its
+state consistent (an interrupted promote stays `pending` for `mlctl reconcile`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,14 @@ class MlctlError(Exception):
 
 class UsageError(MlctlError):
     exit_code = 2
+
+
+class ControlKeyError(UsageError):
+    """The model-repository API refused us; `key_given` tells a missing key from a wrong one."""
+
+    def __init__(self, message: str, *, key_given: bool, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.key_given = key_given
 
 
 class NotFoundError(MlctlError):

@@ -1,4 +1,4 @@
-"""`mlctl promote | rollback | status | history | reconcile`: channels across replicas."""
+"""`mlctl promote | rollback | status | history | reconcile | channel remove`: channels across replicas."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ from controlplane.cli.events import action
 from controlplane.cli.render import emit, emit_json, note, table
 
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+NONE = "-"  # how a missing value (no version yet, no replicas) reads in a table
+
+channel_app = typer.Typer(help="A model's channels: remove one (a mistyped or retired name).", no_args_is_help=True)
+
+
+def _v(value) -> str:
+    return NONE if value is None else str(value)
 
 
 def lifecycle(ctx: typer.Context):
@@ -31,7 +38,7 @@ def _report(report, json: bool) -> None:
     else:
         per = ", ".join(f"{r['url']} {r['seconds']:.2f}s" for r in report.replicas) or "no replicas configured"
         emit(
-            f"{report.action}: {report.model} {report.channel} {report.from_version} -> {report.to_version} "
+            f"{report.action}: {report.model} {report.channel} {_v(report.from_version)} -> {report.to_version} "
             f"in {report.duration_s:.2f} s ({per})"
         )
 
@@ -46,9 +53,12 @@ def promote(
     gate: Annotated[bool, typer.Option("--gate", help="Refuse unless the promotion gates pass first.")] = False,
     gate_url: Annotated[Optional[str], typer.Option(help="Triton serving the candidate, for --gate [default: the channel's first replica].")] = None,
     gate_thresholds: Annotated[Optional[str], typer.Option(envvar="MLCTL_GATE_THRESHOLDS", help="Thresholds file for --gate.")] = None,
+    create_channel: Annotated[bool, typer.Option("--create-channel", help="Allow a channel that the targets do not configure and the model does not have yet.")] = False,
     json: Json = False,
 ) -> None:
     """Point a channel at a version and switch its replicas one at a time, with no failed requests."""
+    lc = lifecycle(ctx)
+    lc.check_channel_known(model, to, create_channel)  # a mistyped channel is refused before any gate runs
     if gate:
         from controlplane.cli.gate import run_gate, show
         from controlplane.errors import CheckFailedError
@@ -58,7 +68,7 @@ def promote(
             show(verdict, json=False)
             failed = ", ".join(g.gate for g in verdict.gates if not g.passed)
             raise CheckFailedError(f"promotion of {model} v{version} to {to} refused: failed gate(s) {failed}; nothing changed")
-    _report(lifecycle(ctx).promote(model, version, to, reason), json)
+    _report(lc.promote(model, version, to, reason, create_channel), json)
 
 
 @action("rollback", version="to")
@@ -83,10 +93,8 @@ def status(ctx: typer.Context, model: str, json: Json = False) -> None:
         rows = []
         for channel, body in info["channels"].items():
             for replica in body["replicas"] or [{"url": "(no replicas)", "served": [], "in_sync": None, "reachable": None}]:
-                state = "unreachable" if replica.get("reachable") is False else ("in sync" if replica["in_sync"] else "DRIFT")
-                if replica.get("in_sync") is None:
-                    state = ""
-                rows.append([channel, body["version"], replica["url"], ",".join(map(str, replica["served"])), state])
+                rows.append([channel, _v(body["version"]), replica["url"], ",".join(map(str, replica["served"])) or NONE,
+                             _replica_state(replica)])
         emit(f"{model}: versions {info['versions']} in {info['repository']}")
         emit(table(["channel", "version", "replica", "serving", "state"], rows))
         if info["pending"]:
@@ -94,9 +102,24 @@ def status(ctx: typer.Context, model: str, json: Json = False) -> None:
             emit(f"pending: {p['action']} of {p['channel']} to {p['to_version']} since {p['started_at']} ({p['user']}@{p['host']})")
         for problem in info["problems"]:
             emit(f"problem: {problem}")
+        for replica in (r for b in info["channels"].values() for r in b["replicas"]):
+            if replica.get("error"):
+                note(f"{replica['url']}: {replica['error']}")
     drift = [r for b in info["channels"].values() for r in b["replicas"] if not r["in_sync"]]
     if drift or info["pending"] or info["problems"]:
         raise typer.Exit(1)
+
+
+def _replica_state(replica: dict) -> str:
+    if replica.get("in_sync") is None:
+        return NONE
+    if replica.get("reachable") is False:
+        return "unreachable"
+    if replica.get("key") == "missing":
+        return "key refused: none given"
+    if replica.get("key") == "wrong":
+        return "key refused: wrong key"
+    return "in sync" if replica["in_sync"] else "DRIFT"
 
 
 def history(ctx: typer.Context, model: str, channel: Annotated[Optional[str], typer.Option(help="Only this channel.")] = None, json: Json = False) -> None:
@@ -108,10 +131,11 @@ def history(ctx: typer.Context, model: str, channel: Annotated[Optional[str], ty
         emit_json({"model": model, "history": [asdict(e) for e in entries]})
         return
     rows = [
-        [e.seq, e.time, f"{e.user}@{e.host}", e.action, e.channel, f"{e.from_version}->{e.to_version}", e.outcome, e.reason, e.detail[:80]]
+        [e.seq, e.time, f"{e.user}@{e.host}", e.action, e.channel, f"{_v(e.from_version)} -> {_v(e.to_version)}", e.outcome,
+         e.reason or NONE, e.detail[:80] or NONE]
         for e in entries
     ]
-    emit(table(["#", "time", "who", "action", "channel", "from->to", "outcome", "reason", "detail"], rows))
+    emit(table(["#", "time", "who", "action", "channel", "from -> to", "outcome", "reason", "detail"], rows))
 
 
 @action("reconcile")
@@ -134,3 +158,22 @@ def reconcile(
             note(f"error: {error}")
     if result["errors"]:
         raise typer.Exit(1)
+
+
+@channel_app.command("remove")
+@action("channel.remove")
+def remove_channel(
+    ctx: typer.Context,
+    model: str,
+    channel: str,
+    reason: Annotated[str, typer.Option(help="Why, for the audit history.")] = "",
+    json: Json = False,
+) -> None:
+    """Remove a channel from a model (its state and configs/CHANNEL.pbtxt); recorded in the history."""
+    entry = lifecycle(ctx).remove_channel(model, channel, reason)
+    if json:
+        from dataclasses import asdict
+
+        emit_json(asdict(entry))
+    else:
+        emit(f"{model}: channel {channel} removed (it held version {_v(entry.from_version)})")

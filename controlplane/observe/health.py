@@ -6,7 +6,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 
-from controlplane.errors import MlctlError
+from controlplane.errors import ControlKeyError, MlctlError
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,8 @@ class Check:
 
 
 def check_replica(url: str, control_key: str | None) -> list[Check]:
+    """Live and ready (open endpoints), then each loaded model through the model-repository API. A refused
+    control key fails its own check and leaves the live/ready answers standing."""
     from controlplane.triton.replicas import Replica
 
     try:
@@ -27,22 +29,25 @@ def check_replica(url: str, control_key: str | None) -> list[Check]:
     except MlctlError as exc:
         return [Check(f"triton {url}", False, str(exc))]
     try:
-        client = replica._client
-        live = client.is_server_live(client_timeout=5)
-        ready = client.is_server_ready(client_timeout=5)
+        live = replica.live()
+        ready = replica.ready()
         checks = [Check(f"triton {url} live", live, "live" if live else "not live"),
                   Check(f"triton {url} ready", ready, "ready" if ready else "not ready")]
-        for entry in replica.index():
+        try:
+            index = replica.index()
+        except ControlKeyError as exc:
+            which = "wrong control key" if exc.key_given else "no control key given"
+            return [*checks, Check(f"triton {url} control API", False, f"refused ({which}): models not listed; {exc.hint}")]
+        checks.append(Check(f"triton {url} control API", True, "answered"))
+        for entry in index:
             if "version" not in entry:
-                continue  # listed in the repository but not loaded here
+                continue  # listed in the repository (Triton lists every folder, .mlctl too) but not loaded here
             name = f"model {entry['name']} v{entry['version']} on {url}"
             state = entry.get("state", "")
             checks.append(Check(name, state == "READY", state + (f": {entry['reason']}" if entry.get("reason") else "")))
         return checks
     except MlctlError as exc:
         return [Check(f"triton {url}", False, str(exc))]
-    except Exception as exc:  # tritonclient raises its own types for a dead server; report, don't crash
-        return [Check(f"triton {url}", False, f"not reachable: {exc}")]
     finally:
         replica.close()
 

@@ -7,11 +7,16 @@ Design (the repository holds the desired state):
   channel run with `--model-config-name=<channel>`, so a replica that restarts loads the promoted version.
 - A switch loads the new policy on each replica in place (gRPC load with a config override, never an
   unload first), checks that the replica answers from the new version, then moves to the next replica.
-  A failure reverts the replicas already switched and leaves the channel where it was.
+  A failure reverts the replicas already switched and leaves the channel where it was. Ctrl-C does not
+  revert (the user wants out now): the operation stays `pending`, and `mlctl reconcile` closes it at once
+  (its process is gone) and converges the replicas on the channel's version.
+- A promote creates a channel only when the targets configure it or `create_channel` says so, so a mistyped
+  name is refused instead of becoming a channel; `remove_channel` takes one away, with a history entry.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
 import time
@@ -19,7 +24,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from controlplane.errors import CheckFailedError, MlctlError, NotFoundError, ServerError
+from controlplane.errors import (
+    CheckFailedError,
+    ConflictError,
+    ControlKeyError,
+    MlctlError,
+    NotFoundError,
+    ServerError,
+    UsageError,
+)
 from controlplane.model import config as model_config
 from controlplane.model.config import VersionPolicy
 from controlplane.model.provenance import current_actor, utc_now
@@ -76,8 +89,45 @@ class Lifecycle:
         self.settle_timeout_s = settle_timeout_s
 
     # --- promote / rollback ----------------------------------------------------------------------
-    def promote(self, model: str, version: int, channel: str, reason: str = "") -> SwitchReport:
+    def promote(self, model: str, version: int, channel: str, reason: str = "", create_channel: bool = False) -> SwitchReport:
+        self.check_channel_known(model, channel, create_channel)
         return self._switch(model, channel, version, "promote", reason)
+
+    def check_channel_known(self, model: str, channel: str, create_channel: bool = False) -> None:
+        """Refuse a channel that neither the targets configure nor the model has, unless asked to create it:
+        a typo must not become a channel."""
+        check_channel(channel)
+        if create_channel or channel in self.targets.channels:
+            return
+        state, _ = self.channels.load(model)
+        if channel in state.channels:
+            return
+        self.repo.config(model)  # an unknown model says so first
+        known = sorted(set(self.targets.channels) | set(state.channels))
+        close = difflib.get_close_matches(channel, known, n=1)
+        guess = f"; did you mean {close[0]!r}?" if close else ""
+        raise UsageError(
+            f"channel {channel!r} is not configured in the targets ({self.targets.source}) and model {model!r} "
+            f"has no such channel (known: {', '.join(known) or 'none'}){guess}; nothing was changed",
+            hint=f"to create a new channel, add --create-channel (its replicas: [channels.{channel}] in the targets)",
+        )
+
+    def remove_channel(self, model: str, channel: str, reason: str = "") -> HistoryEntry:
+        """Take a channel away from a model: its state, its config file; recorded in the history."""
+        check_channel(channel)
+        self.repo.config(model)
+        state, token = self.channels.load(model)
+        removed = state.remove_channel(channel, reason, current_actor(), utc_now())  # NotFoundError first
+        if self.targets.channels.get(channel):
+            raise ConflictError(
+                f"channel {channel!r} has replicas in the targets ({self.targets.source}); they would keep serving "
+                f"{model!r} with nothing recording it",
+                hint=f"take [channels.{channel}] out of the targets first, then remove the channel",
+            )
+        self.channels.save(removed, token)
+        self.repo.store.delete(channel_config_key(model, channel))
+        self.say(f"{model}: channel {channel} removed (it held version {removed.history[-1].from_version})")
+        return removed.history[-1]
 
     def rollback(self, model: str, channel: str = "production", to: int | None = None, reason: str = "") -> SwitchReport:
         state, _ = self.channels.load(model)
@@ -126,7 +176,13 @@ class Lifecycle:
         report = SwitchReport(model, channel, action, current, version, "succeeded")
         try:
             self._roll_out(model, base, signature, current, version, replicas, report)
-        except BaseException as exc:
+        except KeyboardInterrupt:
+            # no revert and no write: the process is about to end, and reconcile closes an operation whose
+            # process is gone, then converges the replicas on the channel's version
+            self.say(f"interrupted: {action} of {model} {channel} to version {version} left pending (op {operation.op_id}); "
+                     f"run 'mlctl reconcile {model}' to close it and converge the replicas on version {current}")
+            raise
+        except Exception as exc:
             detail = str(exc) if isinstance(exc, MlctlError) else f"{type(exc).__name__}: {exc}"
             failed = pending_state.finish(operation.op_id, "failed", utc_now(), detail, time.monotonic() - started)
             self.channels.save(failed, pending_token)
@@ -149,7 +205,7 @@ class Lifecycle:
             try:
                 replica.load(model, new_config)
                 replica.wait_serving(model, version, signature, self.settle_timeout_s)
-            except BaseException as exc:
+            except Exception as exc:  # Ctrl-C is not a replica failure: it goes up as it is
                 reverted = self._revert(model, base, signature, current, [*switched, replica])
                 raise ServerError(
                     f"{report.action} of {model!r} to version {version} aborted: replica {replica.url} failed: {exc}; "
@@ -222,9 +278,12 @@ class Lifecycle:
                 served = sorted(replica.served(model))
             finally:
                 replica.close()
+        except ControlKeyError as exc:  # it answered, so it is up; what it serves is hidden behind the key
+            key = "wrong" if exc.key_given else "missing"
+            return {"url": url, "reachable": True, "key": key, "served": [], "in_sync": False, "error": str(exc)}
         except MlctlError as exc:
-            return {"url": url, "reachable": False, "served": [], "in_sync": False, "error": str(exc)}
-        return {"url": url, "reachable": True, "served": served, "in_sync": version is not None and served == [version]}
+            return {"url": url, "reachable": False, "key": None, "served": [], "in_sync": False, "error": str(exc)}
+        return {"url": url, "reachable": True, "key": "ok", "served": served, "in_sync": version is not None and served == [version]}
 
     # --- reconcile -------------------------------------------------------------------------------
     def reconcile(self, models: list[str] | None = None, force: bool = False) -> dict:

@@ -56,5 +56,9 @@ class Store(ABC):
         return []
 
     @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove one file (absent is fine)."""
+
+    @abstractmethod
     def delete_tree(self, key: str) -> None:
         """Remove `key` and everything under it (absent is fine)."""

@@ -5,6 +5,9 @@ records itself as `pending` (compare-and-swap: only one at a time), then acts on
 finishes: the channel moves (or not) and one history entry is appended, in the same write.
 
     {"model": ..., "channels": {"production": 3}, "pending": {...} | null, "history": [...]}
+
+A channel is removed (`remove_channel`) by the same kind of write: it leaves `channels`, and a `remove`
+entry in the history (from its last version to none) keeps the replay exact.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from controlplane.errors import ConflictError, NotFoundError, UsageError
 _CHANNEL = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 OUTCOMES = ("succeeded", "failed", "interrupted")
 SWITCHES = ("promote", "rollback")  # the actions that move a channel; others (canary decisions) only record
+REMOVE = "remove"  # takes a channel away (a mistyped one, or one no longer used); recorded like a switch
 
 
 def check_channel(name: str) -> str:
@@ -113,14 +117,35 @@ class ModelState:
                              outcome=outcome, detail=detail)
         return replace(self, history=(*self.history, entry))
 
+    def remove_channel(self, channel: str, reason: str, actor: dict, now: str) -> ModelState:
+        """Take `channel` away, with a history entry; the versions stay published."""
+        if self.pending is not None:
+            p = self.pending
+            raise ConflictError(
+                f"model {self.model!r} has an operation in progress ({p.action} of {p.channel} to version {p.to_version})",
+                hint="wait for it; if it died, run 'mlctl reconcile'",
+            )
+        if channel not in self.channels:
+            known = ", ".join(sorted(self.channels)) or "none"
+            raise NotFoundError(f"model {self.model!r} has no channel {channel!r} to remove (channels: {known})")
+        channels = {k: v for k, v in self.channels.items() if k != channel}
+        entry = HistoryEntry(seq=len(self.history) + 1, time=now, user=actor.get("user", ""), host=actor.get("host", ""),
+                             action=REMOVE, channel=channel, from_version=self.channels[channel], to_version=None,
+                             reason=reason, outcome="succeeded")
+        return replace(self, channels=channels, history=(*self.history, entry))
+
     # --- queries ---------------------------------------------------------------------------------
     def rollback_target(self, channel: str) -> int:
         """The version the channel held before its current one (repeated rollbacks walk further back)."""
         stack: list[int] = []
         for entry in self.history:
-            if entry.channel != channel or entry.outcome != "succeeded" or entry.action not in SWITCHES:
+            if entry.channel != channel or entry.outcome != "succeeded":
                 continue
-            if entry.action == "rollback":
+            if entry.action == REMOVE:  # a channel created again later starts a new past
+                stack.clear()
+            elif entry.action not in SWITCHES:
+                continue
+            elif entry.action == "rollback":
                 while stack and stack[-1] != entry.to_version:
                     stack.pop()
                 if stack:
@@ -145,6 +170,11 @@ class ModelState:
         for index, entry in enumerate(self.history, start=1):
             if entry.seq != index:
                 problems.append(f"history entry {index} has sequence number {entry.seq}")
+            if entry.outcome == "succeeded" and entry.action == REMOVE:
+                if replayed.get(entry.channel) != entry.from_version:
+                    problems.append(f"entry {entry.seq} removes {entry.channel} at {entry.from_version}, "
+                                    f"but the history had it at {replayed.get(entry.channel)}")
+                replayed.pop(entry.channel, None)
             if entry.outcome == "succeeded" and entry.action in SWITCHES:
                 if replayed.get(entry.channel) != entry.from_version:
                     problems.append(f"entry {entry.seq} moves {entry.channel} from {entry.from_version}, "

@@ -156,5 +156,8 @@ class LocalStore(Store):
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
     def delete_tree(self, key: str) -> None:
         shutil.rmtree(self._path(key), ignore_errors=True)

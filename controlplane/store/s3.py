@@ -160,6 +160,10 @@ class S3Store(Store):
     def claimed(self, key: str) -> list[str]:
         return self.list_dir(f"{CLAIMS}/{key.strip('/')}")
 
+    def delete(self, key: str) -> None:
+        with self._errors("delete", key):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
     def delete_tree(self, key: str) -> None:
         keys = [f"{key}/{k}" for k in self.list_files(key)]
         with self._errors("delete", key):

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from controlplane.errors import ServerError, UnavailableError, UsageError
+from controlplane.errors import ControlKeyError, ServerError, UnavailableError
 from controlplane.model.signature import Signature, wire_type
 from controlplane.triton.failures import Failure, classify
 
@@ -38,10 +38,15 @@ class Replica:
             yield
         except InferenceServerException as exc:
             failure = classify(exc)
+            if failure.kind is Failure.DENIED and self._headers is None:
+                raise ControlKeyError(
+                    f"replica {self.url} refused {action}: its model-repository API needs the control key and none was given",
+                    key_given=False, hint="set MLCTL_CONTROL_KEY or MLCTL_CONTROL_KEY_FILE",
+                ) from exc
             if failure.kind is Failure.DENIED:
-                raise UsageError(
-                    f"replica {self.url} refused {action}: the model-repository API needs the control key ({failure.message})",
-                    hint="set MLCTL_CONTROL_KEY or MLCTL_CONTROL_KEY_FILE",
+                raise ControlKeyError(
+                    f"replica {self.url} refused {action}: it does not accept the control key given (wrong key)",
+                    key_given=True, hint="check that MLCTL_CONTROL_KEY / MLCTL_CONTROL_KEY_FILE holds the key the server was started with",
                 ) from exc
             if failure.kind is Failure.UNREACHABLE:
                 raise UnavailableError(f"replica {self.url} is not reachable ({action}): {failure.message}") from exc
@@ -50,6 +55,10 @@ class Replica:
     def live(self) -> bool:
         with self._errors("health check"):
             return self._client.is_server_live(client_timeout=5)
+
+    def ready(self) -> bool:
+        with self._errors("readiness check"):
+            return self._client.is_server_ready(client_timeout=5)
 
     def index(self) -> list[dict]:
         with self._errors("repository index"):

@@ -344,10 +344,105 @@ def test_restricted_control_api_needs_the_key(tmp_path, exports):
             urllib.request.urlopen(urllib.request.Request(f"http://{state.http_url}/v2/repository/models/locked/load", method="POST", data=b"{}"))
         assert http_refusal.value.code == 403
         targets = Targets({"production": (state.grpc_url,)})
-        with pytest.raises(UsageError, match="needs the control key"):
+        with pytest.raises(UsageError, match="needs the control key and none was given"):
             Lifecycle(repo, targets).promote("locked", v1, "production")
+        with pytest.raises(UsageError, match=r"does not accept the control key given \(wrong key\)"):
+            Lifecycle(repo, targets, "guess").promote("locked", v1, "production")
         assert Lifecycle(repo, targets, "s3cret").promote("locked", v2, "production").outcome == "succeeded"
         with TritonClient(state.grpc_url) as client:  # inference stays open
             assert client.infer("locked", X).version == str(v2)
+        # without the key the replica is up, not "unreachable": status and health say what is refused
+        env = {"MLCTL_REPOSITORY": str(repo_dir), "MLCTL_TARGETS_PRODUCTION": state.grpc_url}
+        for key, shown in ((None, "key refused: none given"), ("guess", "key refused: wrong key")):
+            key_env = {**env, **({"MLCTL_CONTROL_KEY": key} if key else {})}
+            status = run_mlctl("status", "locked", env=key_env)
+            assert status.returncode == 1 and shown in status.stdout and "unreachable" not in status.stdout
+            replica = json.loads(run_mlctl("status", "locked", "--json", env=key_env).stdout)["channels"]["production"]["replicas"][0]
+            assert replica["reachable"] is True and replica["key"] == ("wrong" if key else "missing")
+            health = run_mlctl("health", "--url", state.grpc_url, "--json", env=key_env)
+            assert health.returncode == 1, health.stderr
+            checks = {c["name"]: c for c in json.loads(health.stdout)["checks"]}
+            assert checks[f"triton {state.grpc_url} live"]["ok"] and checks[f"triton {state.grpc_url} ready"]["ok"]
+            control = checks[f"triton {state.grpc_url} control API"]
+            assert not control["ok"] and ("wrong control key" if key else "no control key given") in control["detail"]
+        healthy = run_mlctl("health", "--url", state.grpc_url, "--json", env={**env, "MLCTL_CONTROL_KEY": "s3cret"})
+        assert healthy.returncode == 0, healthy.stdout
+        status = run_mlctl("status", "locked", env={**env, "MLCTL_CONTROL_KEY": "s3cret"})
+        assert status.returncode == 0 and "in sync" in status.stdout
+        # the key stays out of what mlctl writes: the state file, the log it keeps for the server
+        assert "s3cret" not in Path(state.log_path).read_text()
+        # Triton lists every folder of the repository in its index, .mlctl too; mlctl's own listings skip it
+        index = {m["name"] for m in Replica(state.grpc_url, "s3cret").index()}
+        assert {"locked", ".mlctl"} <= index, index
+        assert not [c for c in json.loads(healthy.stdout)["checks"] if ".mlctl" in c["name"]]
     finally:
         servers.stop("locked", grace_s=10)
+
+
+def test_a_mistyped_channel_is_refused_and_a_channel_can_be_removed(ctx, exports):
+    (v1,) = publish(ctx, exports["mlp"], "typo", 1)
+    env = {**ctx_env(ctx), "MLCTL_REPOSITORY": ctx.uri, "MLCTL_TARGETS_PRODUCTION": ",".join(ctx.urls)}
+    store = repository(ctx).store
+    refused = run_mlctl("promote", "typo", str(v1), "--to", "prodution", env=env)
+    assert refused.returncode == 2, refused.stderr
+    assert "channel 'prodution' is not configured" in refused.stderr and "did you mean 'production'?" in refused.stderr
+    assert refused.stdout == ""
+    assert store.read_versioned(".mlctl/channels/typo.json") == (None, None)  # nothing written
+    assert store.read_versioned(channel_config_key("typo", "prodution")) == (None, None)
+    # asked for explicitly, a new channel (no replicas yet) is created, and it can be removed again
+    created = run_mlctl("promote", "typo", str(v1), "--to", "qa", "--create-channel", "--json", env=env)
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["to_version"] == v1
+    assert run_mlctl("promote", "typo", str(v1), "--to", "qa", env=env).returncode == 0  # it exists now
+    kept = run_mlctl("channel", "remove", "typo", "production", env=env)
+    assert kept.returncode == 3 and "has no channel 'production' to remove" in kept.stderr
+    removed = run_mlctl("channel", "remove", "typo", "qa", "--reason", "typo", "--json", env=env)
+    assert removed.returncode == 0, removed.stderr
+    assert json.loads(removed.stdout)["action"] == "remove" and json.loads(removed.stdout)["from_version"] == v1
+    status = json.loads(run_mlctl("status", "typo", "--json", env=env).stdout)
+    assert "qa" not in status["channels"] and status["problems"] == []
+    history = json.loads(run_mlctl("history", "typo", "--json", env=env).stdout)["history"]
+    assert [(h["action"], h["channel"], h["to_version"]) for h in history] == [("promote", "qa", v1), ("remove", "qa", None)]
+    assert store.read_versioned(channel_config_key("typo", "qa")) == (None, None)
+    text = run_mlctl("history", "typo", env=env).stdout
+    assert "None" not in text and f"- -> {v1}" in text and f"{v1} -> -" in text
+    # a channel with replicas in the targets stays: removing it would leave them serving unrecorded
+    lifecycle(ctx).promote("typo", v1, "production")
+    busy = run_mlctl("channel", "remove", "typo", "production", env=env)
+    assert busy.returncode == 4 and "has replicas in the targets" in busy.stderr
+
+
+def test_ctrl_c_during_a_promote_exits_130_and_reconcile_closes_it(ctx, exports):
+    if ctx.kind != "local":
+        pytest.skip("the interrupt path does not depend on the store")
+    import subprocess
+
+    from support import MLCTL, TESTS
+
+    v1, v2 = publish(ctx, exports["mlp"], "sigint", 2)
+    lifecycle(ctx).promote("sigint", v1, "production")
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "MLCTL_REPOSITORY": ctx.uri, "MLCTL_TARGETS_PRODUCTION": ",".join(ctx.urls)}
+    state_file = Path(ctx.uri) / ".mlctl" / "channels" / "sigint.json"
+    proc = subprocess.Popen([MLCTL, "promote", "sigint", str(v2), "--to", "production"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        from support import wait_until
+
+        wait_until(lambda: json.loads(state_file.read_text())["pending"] is not None, 60, "the promote to record itself pending",
+                   give_up=lambda: proc.poll() is not None and "the promote exited")
+        proc.send_signal(signal.SIGINT)  # mid-switch: the replicas are loading version 2
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "ServerError" not in err and "failed to start" not in err
+    assert "interrupted: promote of sigint production" in err and "mlctl reconcile sigint" in err
+    pending = json.loads(state_file.read_text())["pending"]
+    assert pending["to_version"] == v2  # left for reconcile, not finished as failed
+    env_cli = {"MLCTL_REPOSITORY": ctx.uri, "MLCTL_TARGETS_PRODUCTION": ",".join(ctx.urls)}
+    reconciled = run_mlctl("reconcile", "sigint", "--json", env=env_cli)
+    assert reconciled.returncode == 0, reconciled.stderr
+    assert json.loads(reconciled.stdout)["changes"][0]["what"] == "interrupted operation closed"
+    assert served(ctx, "sigint") == [{v1}] * len(ctx.urls)
+    assert lifecycle(ctx).history("sigint")[-1].outcome == "interrupted"
+    assert run_mlctl("status", "sigint", env=env_cli).returncode == 0
