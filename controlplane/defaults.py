@@ -36,3 +36,12 @@ SERVER_START_TIMEOUT_S = 120.0  # a TorchScript model's stub imports torch: ~4 s
 SWITCH_SETTLE_TIMEOUT_S = 120.0  # a load returns when the version is ready; this bounds a stuck one
 CONTROL_CALL_TIMEOUT_S = 120.0  # gRPC load/unload of a large model
 HEALTH_TIMEOUT_S = 5.0  # a live/ready probe: a replica slower than this is treated as hung
+
+# --- gateway -----------------------------------------------------------------------------------------
+# Prediction ids a gateway remembers (id -> model, classes) to check feedback without reading the log. An
+# entry costs ~200 bytes, so ~40 MB; at 1,000 predictions/s that is the last ~3 minutes, far longer than
+# a log flush (2 s by default), after which an id this gateway forgot is found in the log itself.
+GATEWAY_PREDICTION_INDEX_SIZE = 200_000
+# A model's signature (and its mlctl.* parameters) is re-read from Triton after this long: a reload with a
+# changed config is seen within it, while the hot path makes no extra call.
+GATEWAY_CONFIG_TTL_S = 30.0

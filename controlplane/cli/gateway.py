@@ -27,6 +27,8 @@ def serve(
     flush_seconds: Annotated[float, typer.Option(help="Longest a logged record waits before its segment is written.")] = 2.0,
 ) -> None:
     """Serve the gateway with uvicorn until stopped (SIGINT/SIGTERM flush the log before exit)."""
+    import logging
+
     import uvicorn
 
     from controlplane.errors import UsageError
@@ -37,4 +39,6 @@ def serve(
                            repository=ctx.obj.repository)
     if not config.admin_keys:
         raise UsageError("the gateway needs at least one admin key", hint="set MLCTL_GATEWAY_ADMIN_KEYS (and MLCTL_GATEWAY_PREDICT_KEYS)")
+    # the gateway's warnings (unreadable canary state, lost log segments) go to stderr
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning")

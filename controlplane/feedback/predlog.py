@@ -12,13 +12,16 @@ most the records not yet flushed (at most `flush_rows`, at most `flush_seconds` 
 from __future__ import annotations
 
 import io
+import logging
 import queue
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from controlplane.store import Store
+
+logger = logging.getLogger(__name__)
 
 PREDICTION_SCHEMA = {
     "prediction_id": "string", "time": "timestamp[ms, tz=UTC]", "model": "string", "version": "string",
@@ -54,7 +57,8 @@ class SegmentWriter:
         self.dropped = 0
         self.written = 0
         self.segments = 0
-        self.errors: list[str] = []
+        self.write_errors = 0  # segments that could not be written (their records count as dropped)
+        self.last_error: str | None = None
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"mlctl-log-{prefix}", daemon=True)
         self._thread.start()
@@ -92,16 +96,18 @@ class SegmentWriter:
                 return
 
     def _flush(self, batch: list[dict]) -> None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         folder = f"{self.prefix}/{self.partition}" if self.partition else self.prefix
         key = f"{folder}/{stamp}-{uuid.uuid4().hex[:8]}.parquet"
         try:
             self.store.write_bytes(key, encode_segment(batch, self.spec))
             self.written += len(batch)
             self.segments += 1
-        except Exception as exc:  # the log must not take the gateway down: count, keep the reason
+        except Exception as exc:  # the log must not take the gateway down: warn, count, keep the reason
             self.dropped += len(batch)
-            self.errors.append(f"{key}: {exc}")
+            self.write_errors += 1
+            self.last_error = f"{key}: {exc}"
+            logger.warning("prediction log: %d records lost, segment %s not written: %s", len(batch), key, exc)
 
 
 class PredictionLog:
@@ -120,12 +126,20 @@ class PredictionLog:
                                                          self.flush_seconds, partition=f"model={model}")
             return self._predictions[model]
 
+    def _writers(self) -> list[SegmentWriter]:
+        with self._lock:
+            return [*self._predictions.values(), self.feedback]
+
     @property
     def dropped(self) -> int:
-        return self.feedback.dropped + sum(w.dropped for w in self._predictions.values())
+        return sum(w.dropped for w in self._writers())
+
+    @property
+    def write_errors(self) -> int:
+        return sum(w.write_errors for w in self._writers())
 
     def close(self) -> None:
-        for writer in [*self._predictions.values(), self.feedback]:
+        for writer in self._writers():
             writer.close()
 
 
@@ -140,3 +154,23 @@ def read_tables(store: Store, model: str):
         return pa.concat_tables(tables) if tables else _arrow_schema(spec).empty_table()
 
     return load(f"predictions/model={model}", PREDICTION_SCHEMA), load("feedback", FEEDBACK_SCHEMA)
+
+
+def find_predictions(store: Store, ids: set[str]) -> dict[str, tuple[str, int | None]]:
+    """Logged predictions among `ids`, over every model: id -> (model, number of classes, None when the model is
+    no classifier). Reads only the columns it needs from every prediction segment: a fallback for ids this
+    process did not issue (another replica, or before a restart), not a per-request path."""
+    import pyarrow.parquet as pq
+
+    found: dict[str, tuple[str, int | None]] = {}
+    keys = [f"predictions/{k}" for k in store.list_files("predictions") if k.endswith(".parquet")]
+    for key in sorted(keys, key=lambda k: k.rsplit("/", 1)[-1], reverse=True):  # newest segments first
+        table = pq.read_table(io.BytesIO(store.read_bytes(key)), columns=["prediction_id", "model", "outputs", "predicted"],
+                              filters=[("prediction_id", "in", sorted(ids))])
+        for row in table.to_pylist():
+            classes = len(row["outputs"]) if row["predicted"] is not None and row["outputs"] else None
+            if row["prediction_id"] not in found or classes is not None:
+                found[row["prediction_id"]] = (row["model"], classes)
+        if len(found) == len(ids) and all(v[1] is not None for v in found.values()):
+            break
+    return found

@@ -1,0 +1,24 @@
+"""The gateway's settings, read once by the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from controlplane.defaults import CANARY_STATE_TTL_S, GATEWAY_PREDICTION_INDEX_SIZE
+
+API_KEY_HEADER = "X-API-Key"
+
+
+@dataclass
+class GatewayConfig:
+    triton_url: str  # gRPC host:port
+    predict_keys: frozenset[str] = frozenset()
+    admin_keys: frozenset[str] = frozenset()  # feedback and admin; also allowed to predict
+    max_body_bytes: int = 1 << 20
+    log_uri: str | None = None  # local folder or s3://bucket/prefix; None: no prediction log
+    flush_rows: int = 1000
+    flush_seconds: float = 2.0
+    repository: str | None = None  # where canary state is read from (None: no canaries)
+    canary_ttl_s: float = CANARY_STATE_TTL_S
+    index_size: int = GATEWAY_PREDICTION_INDEX_SIZE  # prediction ids remembered for feedback checks
+    extra: dict = field(default_factory=dict)

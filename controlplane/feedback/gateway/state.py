@@ -1,0 +1,53 @@
+"""The gateway's state: its services and what it keeps between requests, one typed object on app.state."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+
+from controlplane.feedback.gateway.config import GatewayConfig
+from controlplane.feedback.gateway.index import PredictionIndex
+from controlplane.feedback.gateway.metrics import GatewayMetrics
+from controlplane.feedback.gateway.upstream import Upstream
+from controlplane.release.canary import Router
+
+if TYPE_CHECKING:
+    from controlplane.feedback.predlog import PredictionLog
+
+
+@dataclass
+class GatewayState:
+    config: GatewayConfig
+    metrics: GatewayMetrics
+    upstream: Upstream
+    index: PredictionIndex
+    router: Router = field(default_factory=Router)
+    log: PredictionLog | None = None  # opened at start-up when config.log_uri is set
+    tasks: set[asyncio.Future] = field(default_factory=set)  # shadow requests in flight
+
+    def log_predictions(self, model: str, records: list[dict]) -> None:
+        if self.log is not None:
+            writer = self.log.predictions(model)
+            for record in records:
+                writer.append(record)
+
+    def log_feedback(self, records: list[dict]) -> None:
+        if self.log is not None:
+            for record in records:
+                self.log.feedback.append(record)
+
+    def log_figures(self) -> tuple[int, int] | None:
+        return (self.log.dropped, self.log.write_errors) if self.log is not None else None
+
+    def spawn(self, coroutine) -> None:
+        """Run in the background, keeping a reference until done (the loop holds only weak ones)."""
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+def state_of(request: Request) -> GatewayState:
+    return request.app.state.gateway
