@@ -22,13 +22,14 @@ def run_gate(ctx: typer.Context, model: str, version: int, channel: str, url: Op
     from controlplane.triton.targets import load_targets
 
     settings = ctx.obj
+    checked = GateThresholds.load(thresholds)  # a bad file is refused before any load runs
     if url is None:
         replicas = load_targets(settings.targets_file).replicas(channel)
         if not replicas:
             raise UsageError(f"no Triton to gate against: channel {channel!r} has no replicas", hint="pass --url host:port")
         url = replicas[0]
     repo = Repository(open_store(settings.repository)).require()
-    return evaluate(repo, model, version, channel, url, GateThresholds.load(thresholds), holdout)
+    return evaluate(repo, model, version, channel, url, checked, holdout)
 
 
 def show(verdict, json: bool) -> None:

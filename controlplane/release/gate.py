@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +29,47 @@ class GateThresholds:
 
     @classmethod
     def load(cls, path: str | None) -> GateThresholds:
+        """Read and check a thresholds file before anything runs: a typo must not pass as the defaults."""
         if not path:
             return cls()
         file = Path(path)
         if not file.is_file():
             raise NotFoundError(f"gate thresholds file {file} not found")
         try:
-            data = tomllib.loads(file.read_text()).get("gate", {})
+            document = tomllib.loads(file.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"gate thresholds file {file} is not valid TOML: {exc}") from exc
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        return cls.from_document(document, str(file))
+
+    @classmethod
+    def from_document(cls, document: dict, where: str) -> GateThresholds:
+        """Thresholds from a parsed TOML document (pure); UsageError naming the table, key and expected type."""
+        unknown_tables = sorted(set(document) - {"gate"})
+        if unknown_tables:
+            raise UsageError(f"gate thresholds file {where}: unknown table(s) {', '.join(unknown_tables)}",
+                             hint="the thresholds go in one [gate] table")
+        if "gate" not in document or not isinstance(document["gate"], dict):
+            raise UsageError(f"gate thresholds file {where} has no [gate] table", hint=f"settings: {', '.join(_RULES)}")
+        data = document["gate"]
+        unknown = sorted(set(data) - set(_RULES))
         if unknown:
-            raise UsageError(f"{file}: unknown gate settings {', '.join(unknown)}", hint=f"known: {', '.join(sorted(known))}")
-        return cls(**data)
+            raise UsageError(f"gate thresholds file {where}: unknown gate settings {', '.join(unknown)}", hint=f"known: {', '.join(sorted(_RULES))}")
+        for key, value in data.items():
+            kind, valid, expected = _RULES[key]
+            if isinstance(value, bool) or not isinstance(value, kind) or not valid(value):
+                raise UsageError(f"gate thresholds file {where}: [gate] {key} = {value!r} is not valid; expected {expected}")
+        return cls(**{k: float(v) if _RULES[k][0] is not int else v for k, v in data.items()})
+
+
+# key -> (accepted TOML types, check, what the user should write)
+_RULES: dict[str, tuple[type | tuple[type, ...], object, str]] = {
+    "accuracy_tolerance": ((int, float), lambda v: 0 <= v <= 1, "a number from 0 to 1"),
+    "min_accuracy": ((int, float), lambda v: 0 <= v <= 1, "a number from 0 to 1"),
+    "p99_ms": ((int, float), lambda v: v > 0, "a number of milliseconds above 0"),
+    "load_seconds": ((int, float), lambda v: v > 0, "a number of seconds above 0"),
+    "concurrency": (int, lambda v: v >= 1, "a whole number of at least 1"),
+    "max_error_rate": ((int, float), lambda v: 0 <= v <= 1, "a number from 0 to 1"),
+}
 
 
 @dataclass(frozen=True)
@@ -118,16 +145,16 @@ def evaluate(repo, model: str, version: int, channel: str, target: str, threshol
         accuracy = float((np.concatenate(predicted) == labels).mean())
         state, _ = ChannelStore(repo.store).load(model)
         production = state.channels.get(production_channel)
-        floor = None
-        basis = "no production version yet"
-        if production is not None and production != version:
-            prod_accuracy = repo.manifest(model, production).metadata.get("evaluation", {}).get("accuracy")
-            if prod_accuracy is not None:
-                floor = prod_accuracy - thresholds.accuracy_tolerance
-                basis = f"production v{production} {prod_accuracy:.4f} - {thresholds.accuracy_tolerance}"
-        if thresholds.min_accuracy is not None:
-            floor = max(floor or 0.0, thresholds.min_accuracy)
-            basis += f"; minimum {thresholds.min_accuracy}"
+        baseline = production
+        if production == version:  # the candidate is production's version: judge it against the one before
+            try:
+                baseline = state.rollback_target(production_channel)
+            except NotFoundError:
+                baseline = None
+        baseline_accuracy = None
+        if baseline is not None:
+            baseline_accuracy = repo.manifest(model, baseline).metadata.get("evaluation", {}).get("accuracy")
+        floor, basis = accuracy_floor(version, production, baseline, baseline_accuracy, thresholds)
         verdict.gates.append(GateResult("accuracy", floor is None or accuracy >= floor, accuracy, floor,
                                         f"{len(labels)} held-out samples served by v{version}; floor: {basis}"))
         latencies, failures = _bounded_load(client, model, str(version), {name: features[:1]}, thresholds)
@@ -139,6 +166,30 @@ def evaluate(repo, model: str, version: int, channel: str, target: str, threshol
     verdict.gates.append(GateResult("error_rate", error_rate is not None and error_rate <= thresholds.max_error_rate, error_rate,
                                     thresholds.max_error_rate, f"{failures} failed of {total}"))
     return verdict
+
+
+def accuracy_floor(candidate: int, production: int | None, baseline: int | None, baseline_accuracy: float | None,
+                   thresholds: GateThresholds) -> tuple[float | None, str]:
+    """The accuracy the candidate must reach, and a sentence saying where it comes from (pure).
+    `baseline` is production's version, or the one before it when the candidate is production's version."""
+    if production is None:
+        basis = "no production version yet"
+    elif production == candidate and baseline is None:
+        basis = f"v{candidate} is production's version and none came before it"
+    elif production == candidate:
+        basis = f"v{candidate} is production's version; compared with the version before it, v{baseline}"
+    else:
+        basis = f"production v{production}"
+    floor = None
+    if baseline is not None and baseline_accuracy is None:
+        basis += f" (v{baseline} has no evaluation.accuracy in its manifest: no floor from it)"
+    elif baseline is not None:
+        floor = baseline_accuracy - thresholds.accuracy_tolerance
+        basis += f": {baseline_accuracy:.4f} - {thresholds.accuracy_tolerance}"
+    if thresholds.min_accuracy is not None:
+        floor = max(floor if floor is not None else 0.0, thresholds.min_accuracy)
+        basis += f"; minimum {thresholds.min_accuracy}"
+    return floor, basis
 
 
 def _bounded_load(client, model: str, version: str, inputs: dict, thresholds: GateThresholds) -> tuple[list[float], int]:

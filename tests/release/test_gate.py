@@ -44,7 +44,46 @@ def test_failed_gates_exit_6_and_tool_failures_do_not(triton, session_repo, thre
 
 
 def test_promote_with_gate_refuses_a_failing_candidate(triton, session_repo, thresholds):
-    result = run_mlctl("-r", session_repo.uri, "promote", "classifier", "1", "--to", "qa", "--gate", "--gate-url", triton.grpc_url,
-                       "--gate-thresholds", thresholds(min_accuracy=0.9999))
+    result = run_mlctl("-r", session_repo.uri, "promote", "classifier", "1", "--to", "qa", "--create-channel", "--gate",
+                       "--gate-url", triton.grpc_url, "--gate-thresholds", thresholds(min_accuracy=0.9999))
     assert result.returncode == 6 and "refused" in result.stderr and "nothing changed" in result.stderr
     assert json.loads(run_mlctl("-r", session_repo.uri, "history", "classifier", "--json").stdout)["history"] == []
+
+
+@pytest.mark.parametrize("body, message", [
+    ('[gate]\np99_ms = "fast"\n', "[gate] p99_ms = 'fast' is not valid; expected a number of milliseconds above 0"),
+    ("[gate]\nconcurrency = 2.5\n", "[gate] concurrency = 2.5 is not valid; expected a whole number of at least 1"),
+    ("[gate]\nmax_error_rate = true\n", "[gate] max_error_rate = True is not valid"),
+    ("[gates]\np99_ms = 1\n", "unknown table(s) gates"),
+    ("p99_ms = 1\n", "unknown table(s) p99_ms"),
+    ("", "has no [gate] table"),
+])
+def test_a_bad_thresholds_file_is_refused_before_any_load(session_repo, tmp_path, body, message):
+    path = tmp_path / "gates.toml"
+    path.write_text(body)
+    # nothing listens at --url: an error other than 2 would mean the file passed and the gate went on
+    result = run_mlctl("-r", session_repo.uri, "gate", "classifier", "1", "--url", f"127.0.0.1:{free_port()}", "--thresholds", str(path))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and str(path) in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_promote_to_a_mistyped_channel_is_refused_before_the_gate(session_repo, thresholds):
+    result = run_mlctl("-r", session_repo.uri, "promote", "classifier", "1", "--to", "prodution", "--gate",
+                       "--gate-url", f"127.0.0.1:{free_port()}", "--gate-thresholds", thresholds(),
+                       env={"MLCTL_TARGETS_PRODUCTION": "127.0.0.1:1"})
+    assert result.returncode == 2 and "did you mean 'production'?" in result.stderr
+
+
+def test_the_accuracy_floor_says_where_it_comes_from():
+    from controlplane.release.gate import GateThresholds, accuracy_floor
+
+    t = GateThresholds(accuracy_tolerance=0.01)
+    assert accuracy_floor(3, None, None, None, t) == (None, "no production version yet")
+    assert accuracy_floor(3, 2, 2, 0.9, t) == (pytest.approx(0.89), "production v2: 0.9000 - 0.01")
+    # the candidate is production's version: the floor is the version before it, or none
+    floor, basis = accuracy_floor(3, 3, 2, 0.9, t)
+    assert floor == pytest.approx(0.89) and basis.startswith("v3 is production's version; compared with the version before it, v2")
+    assert accuracy_floor(3, 3, None, None, t) == (None, "v3 is production's version and none came before it")
+    floor, basis = accuracy_floor(3, 2, 2, None, GateThresholds(min_accuracy=0.8))
+    assert floor == 0.8 and "no production version yet" not in basis and "v2 has no evaluation.accuracy" in basis
