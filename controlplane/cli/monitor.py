@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from controlplane.cli.render import emit, emit_json, table
+from controlplane.cli.render import emit, emit_json, note, table
 
 app = typer.Typer(help="Quality and drift of served versions, from logged predictions and feedback.", no_args_is_help=True)
 Log = Annotated[str, typer.Option("--log", envvar="MLCTL_PREDICTION_LOG", help="Prediction log: a folder or s3://bucket/prefix.")]
 Window = Annotated[str, typer.Option(help="How far back, e.g. 1h, 30m, 7d.")]
 
 
-def _report(ctx: typer.Context, model: str, log: str, version: Optional[str], window: str) -> dict:
-    from controlplane.feedback.predlog import read_tables
+AllowEmpty = Annotated[bool, typer.Option("--allow-empty", help="No predictions in the window is an answer, not a failure.")]
+
+
+def _report(ctx: typer.Context, model: str, log: str, version: str | None, window: str) -> dict:
     from controlplane.observe.metrics.definitions import parse_window
-    from controlplane.quality.monitor import MonitorOptions, build_report
+    from controlplane.quality.monitor import MonitorOptions, load_report
     from controlplane.store import open_store
     from controlplane.store.repository import Repository
 
-    seconds = parse_window(window)
-    repo = Repository(open_store(ctx.obj.repository))
-    references = {str(v): repo.reference(model, v) for v in repo.versions(model)}
-    predictions, feedback = read_tables(open_store(log), model)
-    return build_report(predictions, feedback, references, MonitorOptions(model=model, version=version, window_s=seconds))
+    options = MonitorOptions(model=model, version=version, window_s=parse_window(window))
+    return load_report(Repository(open_store(ctx.obj.repository)), open_store(log), options)
 
 
 @app.command()
@@ -33,13 +32,22 @@ def report(
     ctx: typer.Context,
     model: str,
     log: Log,
-    version: Annotated[Optional[str], typer.Option("--version", "-v")] = None,
+    version: Annotated[str | None, typer.Option("--version", "-v")] = None,
     window: Window = "1h",
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
-    html: Annotated[Optional[Path], typer.Option("--html", help="Also write an HTML report with plots.")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write an HTML report with plots.")] = None,
+    allow_empty: AllowEmpty = False,
 ) -> None:
-    """Accuracy and per-class P/R/F1, data/prediction/concept drift, feedback coverage and label delay."""
+    """Accuracy and per-class P/R/F1, data/prediction/concept drift, feedback coverage and label delay.
+    Exit 3 when the window holds no predictions (unless --allow-empty)."""
+    from controlplane.errors import NotFoundError
+    from controlplane.quality.monitor import no_predictions
+
     result = _report(ctx, model, log, version, window)
+    empty = no_predictions(result)
+    if empty and not allow_empty:
+        raise NotFoundError(empty, hint="check the model, --version, --window and --log (is the gateway logging there?); "
+                                        "--allow-empty prints the empty report")
     if html:
         from controlplane.quality.html import render
 
@@ -50,12 +58,15 @@ def report(
     rows = []
     for v, body in result["versions"].items():
         quality = body.get("quality") or {}
-        drifted = len((body.get("data_drift") or {}).get("drifted", []))
+        drift = body.get("data_drift") or {}
         rows.append([v, body["predictions"], body["labelled"], _pct(body["coverage"]), _num(quality.get("accuracy")),
-                     _num(body["reference_accuracy"]), drifted, (body.get("prediction_drift") or {}).get("drifted"),
-                     body["concept_drift"]["drifted"], _num(body["label_delay"]["median_s"])])
+                     _num(body["reference_accuracy"]), "-" if not drift or drift["not_made"] else len(drift["drifted"]),
+                     sum(drift.get("non_finite", {}).values()), _flag((body.get("prediction_drift") or {}).get("drifted")),
+                     body["concept_drift"]["status"], _num(body["label_delay"]["median_s"])])
     emit(table(["version", "predictions", "labelled", "coverage", "accuracy", "reference", "drifted features",
-                "prediction drift", "concept drift", "label delay s"], rows))
+                "non-finite values", "prediction drift", "concept drift", "label delay s"], rows))
+    if empty:
+        note(f"{empty} (allowed by --allow-empty)")
 
 
 @app.command()
@@ -63,19 +74,38 @@ def check(
     ctx: typer.Context,
     model: str,
     log: Log,
+    version: Annotated[str | None, typer.Option("--version", "-v", help="One version [default: every version with predictions].")] = None,
     window: Window = "1h",
-    min_accuracy: Annotated[Optional[float], typer.Option(help="Fail below this accuracy.")] = None,
-    max_drifted_features: Annotated[Optional[int], typer.Option(help="Fail above this many drifted features.")] = 0,
-    min_coverage: Annotated[Optional[float], typer.Option(help="Fail below this share of labelled predictions.")] = None,
+    min_accuracy: Annotated[float | None, typer.Option(help="Fail below this accuracy.")] = None,
+    max_drifted_features: Annotated[int | None, typer.Option(help="Fail above this many drifted features.")] = 0,
+    min_coverage: Annotated[float | None, typer.Option(help="Fail below this share of labelled predictions.")] = None,
+    allow_empty: AllowEmpty = False,
+    allow_missing_labels: Annotated[bool, typer.Option(
+        "--allow-missing-labels", help="Accuracy and concept drift without enough labels are reported, not failed.")] = False,
+    allow_missing_reference: Annotated[bool, typer.Option(
+        "--allow-missing-reference", help="Drift checks of a version without a reference sample are reported, not failed.")] = False,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
-    """Exit 6 when a threshold is breached (for CI and cron)."""
+    """Exit 6 when a threshold is breached or a check could not be made (no data, too few labels, no
+    reference), unless that gap is allowed. For CI and cron."""
     from controlplane.errors import CheckFailedError
-    from controlplane.quality.monitor import breaches
+    from controlplane.quality.checks import NOT_MADE, Allowed, Thresholds, evaluate
 
-    found = breaches(_report(ctx, model, log, None, window), min_accuracy, max_drifted_features, min_coverage)
-    if found:
-        raise CheckFailedError(f"monitor check of {model!r} failed: " + "; ".join(found))
-    emit(f"{model}: no threshold breached")
+    thresholds = Thresholds(min_accuracy, max_drifted_features, min_coverage)
+    allowed = Allowed(allow_empty, allow_missing_labels, allow_missing_reference)
+    result = evaluate(_report(ctx, model, log, version, window), thresholds, allowed)
+    if json:
+        emit_json(result.to_dict())
+    else:
+        emit(table(["version", "check", "status", "detail"],
+                   [[o.version or "-", o.check, o.status + (" (allowed)" if o.allowed else ""), o.detail] for o in result.outcomes]))
+    if result.ok:
+        return
+    gaps = sorted({o.gap for o in result.failed if o.status == NOT_MADE})
+    flags = {"data": "--allow-empty", "labels": "--allow-missing-labels", "reference": "--allow-missing-reference"}
+    hint = ("a check that could not be made fails: send traffic or labels, publish a reference, or accept the gap with "
+            + " / ".join(flags[g] for g in gaps)) if gaps else None
+    raise CheckFailedError(f"monitor check of {model!r} failed: " + "; ".join(o.describe() for o in result.failed), hint=hint)
 
 
 def _pct(value) -> str:
@@ -84,6 +114,10 @@ def _pct(value) -> str:
 
 def _num(value) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _flag(value) -> str:
+    return "-" if value is None else str(value)
 
 
 @app.command()

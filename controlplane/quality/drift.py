@@ -1,5 +1,10 @@
 """Data drift (PSI and the two-sample KS test per feature), prediction drift (chi-square on the class
-distribution) and concept drift (accuracy over windows against the reference, by a documented rule)."""
+distribution) and concept drift (accuracy over windows against the reference, by a documented rule).
+
+Non-finite feature values (NaN, ±inf: a missing value upstream, a division by zero) are no values: the
+statistics ignore them and count them, so one NaN row neither hides a shifted feature (a NaN KS statistic
+compares false with every threshold) nor passes unseen.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +12,38 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from controlplane import defaults
+
 PSI_BINS = 10
 PSI_EPS = 1e-4  # a bin empty on one side counts as this share, so PSI stays finite
+# Chi-square test of the class counts; the generated alert rule on the p-value uses the same level.
+PREDICTION_DRIFT_ALPHA = 0.01
 
 
 @dataclass(frozen=True)
 class FeatureDrift:
     feature: str
-    psi: float
-    ks_statistic: float
-    ks_pvalue: float
+    psi: float | None  # None: no finite value on one side, the feature could not be compared
+    ks_statistic: float | None
+    ks_pvalue: float | None
     drifted: bool
+    non_finite: int = 0  # NaN/inf values of this feature in the current window, left out of the statistics
+    reference_non_finite: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def _finite(values) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    return values[np.isfinite(values)]
+
+
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = PSI_BINS) -> float:
-    """Population stability index over quantile bins of the reference."""
-    reference = np.asarray(reference, dtype=float)
-    current = np.asarray(current, dtype=float)
+    """Population stability index over quantile bins of the reference (finite values only)."""
+    reference, current = _finite(reference), _finite(current)
+    if not len(reference) or not len(current):
+        raise ValueError(f"PSI needs finite values on both sides ({len(reference)} reference, {len(current)} current)")
     edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
     if len(edges) < 2:  # a constant reference: one bin for its value, one for anything else
         ref_share = np.array([1.0, 0.0])
@@ -34,24 +51,30 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = PSI_BINS) -> flo
     else:
         edges[0], edges[-1] = -np.inf, np.inf
         ref_share = np.histogram(reference, edges)[0] / len(reference)
-        cur_share = np.histogram(current, edges)[0] / max(len(current), 1)
+        cur_share = np.histogram(current, edges)[0] / len(current)
     ref_share = np.clip(ref_share, PSI_EPS, None)
     cur_share = np.clip(cur_share, PSI_EPS, None)
     return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))
 
 
-def feature_drift(names: list[str], reference: np.ndarray, current: np.ndarray, psi_threshold: float = 0.2,
-                  ks_alpha: float = 0.01) -> list[FeatureDrift]:
-    """Per feature (columns of 2-D arrays). Drifted: PSI above the threshold and KS significant."""
+def feature_drift(names: list[str], reference: np.ndarray, current: np.ndarray, psi_threshold: float = defaults.PSI_THRESHOLD,
+                  ks_alpha: float = defaults.KS_ALPHA) -> list[FeatureDrift]:
+    """Per feature (columns of 2-D arrays), over its finite values. Drifted: PSI above the threshold and KS
+    significant."""
     from scipy.stats import ks_2samp
 
     out = []
     for i, name in enumerate(names):
-        ref, cur = reference[:, i], current[:, i]
+        ref_all, cur_all = np.asarray(reference[:, i], dtype=float), np.asarray(current[:, i], dtype=float)
+        ref, cur = _finite(ref_all), _finite(cur_all)
+        counts = {"non_finite": len(cur_all) - len(cur), "reference_non_finite": len(ref_all) - len(ref)}
+        if not len(ref) or not len(cur):
+            out.append(FeatureDrift(name, None, None, None, False, **counts))
+            continue
         value = psi(ref, cur)
         ks = ks_2samp(ref, cur)
         out.append(FeatureDrift(name, value, float(ks.statistic), float(ks.pvalue),
-                                bool(value > psi_threshold and ks.pvalue < ks_alpha)))
+                                bool(value > psi_threshold and ks.pvalue < ks_alpha), **counts))
     return out
 
 
@@ -67,7 +90,7 @@ class PredictionDrift:
         return asdict(self)
 
 
-def prediction_drift(reference_classes, current_classes, classes: list[int], alpha: float = 0.01) -> PredictionDrift:
+def prediction_drift(reference_classes, current_classes, classes: list[int], alpha: float = PREDICTION_DRIFT_ALPHA) -> PredictionDrift:
     """Chi-square test of the current class counts against the reference distribution."""
     from scipy.stats import chisquare
 
@@ -81,15 +104,18 @@ def prediction_drift(reference_classes, current_classes, classes: list[int], alp
                            bool(p < alpha))
 
 
+NOT_MADE = "insufficient labels"
+
+
 @dataclass(frozen=True)
 class ConceptDriftRule:
     """A window drifts when it has at least `min_labelled` labelled predictions and its accuracy is more
-    than `max_drop` below the reference accuracy (absolute)."""
+    than `max_drop` below the reference accuracy (absolute). With fewer labels the window is not judged."""
 
-    max_drop: float = 0.05
-    min_labelled: int = 50
+    max_drop: float = defaults.ACCURACY_DROP
+    min_labelled: int = defaults.MIN_LABELS
 
     def judge(self, reference_accuracy: float, window_accuracy: float | None, labelled: int) -> str:
         if window_accuracy is None or labelled < self.min_labelled:
-            return "insufficient labels"
+            return NOT_MADE
         return "drift" if reference_accuracy - window_accuracy > self.max_drop else "ok"

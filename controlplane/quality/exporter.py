@@ -28,28 +28,35 @@ def samples(report: dict) -> list[tuple[str, dict, float]]:
     out: list[tuple[str, dict, float]] = []
     model = report["model"]
     for version, body in report["versions"].items():
-        base = {"model": model, "version": version}
+        out.extend(_version_samples({"model": model, "version": version}, body))
+    return out
 
-        def put(name: str, value, **extra) -> None:
-            if value is not None:
-                out.append((name, {**base, **extra}, float(value)))
 
-        quality = body.get("quality") or {}
-        put("mlctl_quality_accuracy", quality.get("accuracy"))
-        put("mlctl_quality_reference_accuracy", body.get("reference_accuracy"))
-        for c in quality.get("classes", []):
-            put("mlctl_quality_class_f1", c["f1"], **{"class": str(c["label"])})
-            put("mlctl_quality_class_precision", c["precision"], **{"class": str(c["label"])})
-            put("mlctl_quality_class_recall", c["recall"], **{"class": str(c["label"])})
-        put("mlctl_quality_predictions", body["predictions"])
-        put("mlctl_quality_feedback_coverage", body.get("coverage"))
-        put("mlctl_quality_label_delay_seconds", body["label_delay"]["median_s"])
-        drift = body.get("data_drift")
-        if drift:
-            put("mlctl_drift_features_drifted", len(drift["drifted"]))
-            put("mlctl_drift_psi_max", max((f["psi"] for f in drift["features"]), default=None))
-        if body.get("prediction_drift"):
-            put("mlctl_drift_prediction_pvalue", body["prediction_drift"]["pvalue"])
+def _version_samples(base: dict, body: dict) -> list[tuple[str, dict, float]]:
+    """A figure that could not be computed (None) has no sample: an absent gauge, never a made-up 0."""
+    out: list[tuple[str, dict, float]] = []
+
+    def put(name: str, value, **extra) -> None:
+        if value is not None:
+            out.append((name, {**base, **extra}, float(value)))
+
+    quality = body.get("quality") or {}
+    put("mlctl_quality_accuracy", quality.get("accuracy"))
+    put("mlctl_quality_reference_accuracy", body.get("reference_accuracy"))
+    for c in quality.get("classes", []):
+        put("mlctl_quality_class_f1", c["f1"], **{"class": str(c["label"])})
+        put("mlctl_quality_class_precision", c["precision"], **{"class": str(c["label"])})
+        put("mlctl_quality_class_recall", c["recall"], **{"class": str(c["label"])})
+    put("mlctl_quality_predictions", body["predictions"])
+    put("mlctl_quality_feedback_coverage", body.get("coverage"))
+    put("mlctl_quality_label_delay_seconds", body["label_delay"]["median_s"])
+    drift = body.get("data_drift")
+    if drift and not drift["not_made"]:
+        put("mlctl_drift_features_drifted", len(drift["drifted"]))
+        put("mlctl_drift_psi_max", max((f["psi"] for f in drift["features"] if f["psi"] is not None), default=None))
+    if body.get("prediction_drift"):
+        put("mlctl_drift_prediction_pvalue", body["prediction_drift"]["pvalue"])
+    if body["concept_drift"]["status"] != "not made":
         put("mlctl_drift_concept", 1.0 if body["concept_drift"]["drifted"] else 0.0)
     return out
 

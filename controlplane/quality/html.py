@@ -43,10 +43,10 @@ def render(report: dict) -> str:
             ax.set_title("confusion matrix")
             figures.append(fig)
         drift = body.get("data_drift")
-        if drift:
+        if drift and drift["features"]:
             fig, ax = plt.subplots(figsize=(7, 3))
-            ax.bar(range(len(drift["features"])), [f["psi"] for f in drift["features"]])
-            ax.axhline(0.2, color="red", linewidth=1)
+            ax.bar(range(len(drift["features"])), [f["psi"] if f["psi"] is not None else 0.0 for f in drift["features"]])
+            ax.axhline(drift["psi_threshold"], color="red", linewidth=1)
             ax.set_title("PSI per feature (red: drift threshold)")
             figures.append(fig)
         windows = body["concept_drift"]["windows"]

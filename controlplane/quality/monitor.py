@@ -1,20 +1,27 @@
 """`mlctl monitor report`: per version and window, quality from predictions joined with feedback, data and
 prediction drift against the version's reference sample, concept drift over sub-windows, feedback coverage.
 
-The join runs in DuckDB over Arrow tables read from the prediction log (local or S3).
+The join runs in DuckDB over Arrow tables read from the prediction log (local or S3). `load_report` is the
+I/O edge (repository, log); `build_report` works on the tables it is given.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 
 import numpy as np
 
+from controlplane import defaults
+from controlplane.errors import NotFoundError
 from controlplane.quality.classification import classification_report
-from controlplane.quality.drift import ConceptDriftRule, feature_drift, prediction_drift
-
-REFERENCE = "reference.npz"  # in a version's folder: features, predicted, labels (optional)
+from controlplane.quality.drift import (
+    PREDICTION_DRIFT_ALPHA,
+    ConceptDriftRule,
+    feature_drift,
+    prediction_drift,
+)
 
 
 @dataclass(frozen=True)
@@ -32,9 +39,9 @@ class MonitorOptions:
     window_s: float = 3600.0
     windows: int = 6  # sub-windows for concept drift
     rule: ConceptDriftRule = field(default_factory=ConceptDriftRule)
-    psi_threshold: float = 0.2
-    ks_alpha: float = 0.01
-    chi_alpha: float = 0.01
+    psi_threshold: float = defaults.PSI_THRESHOLD
+    ks_alpha: float = defaults.KS_ALPHA
+    chi_alpha: float = PREDICTION_DRIFT_ALPHA
     now: datetime | None = None
 
 
@@ -122,13 +129,8 @@ def version_report(table, reference: Reference | None, options: MonitorOptions, 
         "quality": quality.to_dict() if quality else None,
         "reference_accuracy": reference.accuracy if reference else None,
     }
-    if reference is not None and n and c["features"] is not None:
-        step = max(1, n // DRIFT_SAMPLE)
-        features = c["features"][::step]
-        names = [f"f{i}" for i in range(features.shape[1])]
-        drift = feature_drift(names, reference.features, features, options.psi_threshold, options.ks_alpha)
-        out["data_drift"] = {"features": [d.to_dict() for d in drift], "drifted": [d.feature for d in drift if d.drifted],
-                             "sampled": len(features)}
+    if reference is not None and n:
+        out["data_drift"] = _data_drift(c["features"], reference, options)
         predicted = c["predicted"][c["predicted"] >= 0]
         out["prediction_drift"] = prediction_drift(reference.predicted, predicted, classes, options.chi_alpha).to_dict() if len(predicted) else None
     # concept drift: accuracy per sub-window, judged against the reference by the documented rule
@@ -136,7 +138,7 @@ def version_report(table, reference: Reference | None, options: MonitorOptions, 
     edges = [t0 + (t1 - t0) * i / options.windows for i in range(options.windows + 1)]
     windows = []
     correct = c["label"] == c["predicted"]
-    for start, end in zip(edges, edges[1:]):
+    for start, end in pairwise(edges):
         mask = labelled & (c["time"] >= start) & (c["time"] < end)
         count = int(mask.sum())
         accuracy = float(correct[mask].mean()) if count else None
@@ -145,10 +147,40 @@ def version_report(table, reference: Reference | None, options: MonitorOptions, 
         windows.append({"start": datetime.fromtimestamp(start, timezone.utc).isoformat(),
                         "end": datetime.fromtimestamp(end, timezone.utc).isoformat(),
                         "labelled": count, "accuracy": accuracy, "verdict": verdict})
+    judged = [w for w in windows if w["verdict"] in ("ok", "drift")]
+    drifted = any(w["verdict"] == "drift" for w in judged)
+    lacks, not_made = None, None  # why concept drift could not be judged: "reference" or "labels"
+    if not reference or reference.accuracy is None:
+        lacks, not_made = "reference", "the version has no reference accuracy (publish it with --reference)"
+    elif not judged:
+        lacks, not_made = "labels", (f"no sub-window has {options.rule.min_labelled} labels "
+                                     f"(most: {max((w['labelled'] for w in windows), default=0)})")
     out["concept_drift"] = {"rule": f"drift when a window with at least {options.rule.min_labelled} labels is more than "
                                     f"{options.rule.max_drop:.0%} below the reference accuracy",
-                            "windows": windows, "drifted": any(w["verdict"] == "drift" for w in windows)}
+                            "windows": windows, "judged": len(judged), "drifted": drifted,
+                            "status": "not made" if not_made else ("drift" if drifted else "ok"), "not_made": not_made,
+                            "lacks": lacks}
     return out
+
+
+def _data_drift(features: np.ndarray | None, reference: Reference, options: MonitorOptions) -> dict:
+    """PSI and KS per feature against the reference; `not_made` says why a comparison was impossible."""
+    base = {"psi_threshold": options.psi_threshold, "ks_alpha": options.ks_alpha, "features": [], "drifted": [],
+            "sampled": 0, "non_finite": {}, "not_compared": [], "not_made": None}
+    if features is None:
+        return {**base, "not_made": "the logged feature rows have different lengths"}
+    if features.shape[1] != reference.features.shape[1]:
+        return {**base, "not_made": f"the log has {features.shape[1]} features per row, the reference "
+                                    f"{reference.features.shape[1]}"}
+    names = [f"f{i}" for i in range(features.shape[1])]
+    non_finite = dict(zip(names, (~np.isfinite(features)).sum(axis=0).tolist()))  # counted over all rows, not the sample
+    step = max(1, len(features) // DRIFT_SAMPLE)
+    features = features[::step]
+    drift = feature_drift(names, reference.features, features, options.psi_threshold, options.ks_alpha)
+    return {**base, "features": [{**d.to_dict(), "non_finite": non_finite[d.feature]} for d in drift],
+            "drifted": [d.feature for d in drift if d.drifted], "sampled": len(features),
+            "non_finite": {name: count for name, count in non_finite.items() if count},
+            "not_compared": [d.feature for d in drift if d.psi is None]}
 
 
 def build_report(predictions, feedback, references: dict[str, Reference | None], options: MonitorOptions) -> dict:
@@ -160,27 +192,41 @@ def build_report(predictions, feedback, references: dict[str, Reference | None],
     versions = sorted(set(table["version"].to_pylist()), key=lambda v: int(v) if v.isdigit() else 0)
     if options.version:
         versions = [v for v in versions if v == options.version]
-    report = {"model": options.model, "window_s": options.window_s, "since": since.isoformat(), "until": now.isoformat(), "versions": {}}
+    report = {"model": options.model, "version": options.version, "window_s": options.window_s, "since": since.isoformat(),
+              "until": now.isoformat(), "versions": {}}
     for version in versions:
         rows = table.filter(pc.equal(table["version"], version))
         report["versions"][version] = version_report(rows, references.get(version), options, since, now)
     return report
 
 
-def breaches(report: dict, min_accuracy: float | None, max_drifted_features: int | None, min_coverage: float | None) -> list[str]:
-    """What `monitor check` fails on."""
-    found = []
-    for version, body in report["versions"].items():
-        quality = body.get("quality")
-        if min_accuracy is not None and quality and quality["accuracy"] is not None and quality["accuracy"] < min_accuracy:
-            found.append(f"version {version}: accuracy {quality['accuracy']:.4f} below {min_accuracy}")
-        drifted = (body.get("data_drift") or {}).get("drifted", [])
-        if max_drifted_features is not None and len(drifted) > max_drifted_features:
-            found.append(f"version {version}: {len(drifted)} drifted features ({', '.join(drifted[:8])})")
-        if body.get("concept_drift", {}).get("drifted"):
-            found.append(f"version {version}: concept drift ({body['concept_drift']['rule']})")
-        if (body.get("prediction_drift") or {}).get("drifted"):
-            found.append(f"version {version}: prediction drift (chi-square p={body['prediction_drift']['pvalue']:.2g})")
-        if min_coverage is not None and body["coverage"] is not None and body["coverage"] < min_coverage:
-            found.append(f"version {version}: feedback coverage {body['coverage']:.2%} below {min_coverage:.0%}")
-    return found
+def load_report(repository, log, options: MonitorOptions) -> dict:
+    """The report of `options.model` from the prediction log in the store `log`, with the references of the
+    versions in `repository`. NotFoundError for a log that does not exist, a model the repository lacks and
+    a version that neither the repository nor the log knows. No predictions in the window is no error here:
+    the caller decides (`no_predictions`)."""
+    from controlplane.feedback.predlog import read_tables
+
+    if not log.exists():
+        raise NotFoundError(f"prediction log {log.uri} not found",
+                            hint="pass the folder (or s3://bucket/prefix) the gateway writes with --log, as --log or MLCTL_PREDICTION_LOG")
+    known = repository.versions(options.model)
+    references = {str(v): repository.reference(options.model, v) for v in known}
+    predictions, feedback = read_tables(log, options.model)
+    logged = set(predictions["version"].to_pylist())
+    if options.version is not None and options.version not in references and options.version not in logged:
+        listed = ", ".join(str(v) for v in known) or "none"
+        raise NotFoundError(f"version {options.version} of model {options.model!r} is neither in the repository "
+                            f"{repository.uri} (versions: {listed}) nor in the prediction log {log.uri}",
+                            hint=f"run 'mlctl model versions {options.model}'")
+    report = build_report(predictions, feedback, references, options)
+    report["log"] = log.uri
+    return report
+
+
+def no_predictions(report: dict) -> str | None:
+    """Why the report holds nothing to judge, or None when it holds predictions."""
+    if report["versions"]:
+        return None
+    who = f"{report['model']} v{report['version']}" if report.get("version") else report["model"]
+    return f"no predictions for {who} in {report.get('log', 'the prediction log')} since {report['since']}"

@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from controlplane import defaults
 from controlplane.observe.metrics import definitions as d
+from controlplane.quality.drift import PREDICTION_DRIFT_ALPHA
 
 
 @dataclass(frozen=True)
@@ -19,8 +21,9 @@ class Budgets:
     gpu_utilization: float = 0.95
     queue_growth: float = 2.0  # average queue time now vs. over the last hour
     min_queue_ms: float = 5.0
-    accuracy_drop: float = 0.05  # below the reference accuracy
-    min_feedback_coverage: float = 0.05
+    accuracy_drop: float = defaults.ACCURACY_DROP  # below the reference accuracy
+    min_feedback_coverage: float = defaults.MIN_FEEDBACK_COVERAGE
+    prediction_drift_alpha: float = PREDICTION_DRIFT_ALPHA
 
 
 def per_version(expr: str) -> str:
@@ -68,7 +71,7 @@ def alert_rules(budgets: Budgets = Budgets()) -> dict:
                  "30m", "warning", "accuracy of {{ $labels.model }} v{{ $labels.version }} is below its reference"),
             rule("MlctlDataDrift", "mlctl_drift_features_drifted > 0", "30m", "warning",
                  "{{ $value }} drifted features in {{ $labels.model }} v{{ $labels.version }}"),
-            rule("MlctlPredictionDrift", "mlctl_drift_prediction_pvalue < 0.01", "30m", "warning",
+            rule("MlctlPredictionDrift", f"mlctl_drift_prediction_pvalue < {budgets.prediction_drift_alpha}", "30m", "warning",
                  "class distribution of {{ $labels.model }} v{{ $labels.version }} moved from the reference"),
             rule("MlctlConceptDrift", "mlctl_drift_concept == 1", "15m", "critical",
                  "concept drift in {{ $labels.model }} v{{ $labels.version }}"),
@@ -91,7 +94,7 @@ def prometheus_config(triton: list[str], gateway: list[str], rule_files: list[st
 def grafana_dashboard() -> dict:
     sel = 'model="$model",version=~"$version"'
     panels = []
-    for index, figure in enumerate(f for f in d.FIGURES):
+    for index, figure in enumerate(d.FIGURES):
         expr = d.render(per_version(figure.promql) if figure.per_version else figure.promql, sel, "$__rate_interval")
         panels.append({
             "id": index + 1,
