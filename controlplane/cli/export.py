@@ -82,6 +82,7 @@ def publish(
     from controlplane.model.bundle import ExportBundle
     from controlplane.model.config import ServingOptions, VersionPolicy
     from controlplane.store import open_store
+    from controlplane.store.local import LocalStore
     from controlplane.store.repository import Repository
 
     bundle = ExportBundle.load(export_dir)
@@ -97,7 +98,11 @@ def publish(
         version_policy=VersionPolicy.parse(version_policy),
     )
     meta = parse_metadata(metadata or [], metadata_file)
-    manifest = Repository(open_store(ctx.obj.repository)).publish(bundle, name, format, options, meta, reference)
+    store = open_store(ctx.obj.repository)
+    if isinstance(store, LocalStore) and not store.exists():  # the first publish makes a local repository
+        store.root.mkdir(parents=True)
+        note(f"created the model repository {store.root}")
+    manifest = Repository(store).publish(bundle, name, format, options, meta, reference)
     if json:
         emit_json(jsonlib.loads(manifest.to_json()))
     else:

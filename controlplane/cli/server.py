@@ -73,22 +73,25 @@ def start(
 @app.command()
 @action("server.stop")
 def stop(ctx: typer.Context, name: Name = "default", timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 30.0) -> None:
-    """Stop the server gracefully."""
-    state = _servers(ctx).stop(name, timeout)
+    """Stop the server gracefully; exit 3 for a name this home does not know."""
+    state = _servers(ctx).stop(name, timeout, must_exist=True)
     emit(f"server {name!r} stopped" if state else f"server {name!r} was not running")
 
 
 @app.command()
 def status(ctx: typer.Context, name: Name = "default", json: Json = False) -> None:
-    """Whether the server runs and is ready, with its ports."""
+    """Whether the server runs and is ready, with its ports; exit 1 when it is not running or not ready."""
     info = _servers(ctx).status(name)
     if json:
         emit_json(info)
+        if not (info["running"] and info["ready"]):  # the same exit code as the text
+            raise typer.Exit(1)
         return
     if not info["running"]:
         emit(f"server {name!r}: not running")
         raise typer.Exit(1)
-    rows = [[k, info[k]] for k in ("ready", "runtime", "pid", "http_port", "grpc_port", "metrics_port", "repository", "log_path", "started_at")]
+    keys = ("ready", "runtime", "pid", "http_port", "grpc_port", "metrics_port", "repository", "channel", "log_path", "started_at")
+    rows = [[k, "-" if info.get(k) is None else info[k]] for k in keys]
     emit(table(["server " + name, ""], rows))
     if not info["ready"]:
         raise typer.Exit(1)

@@ -76,11 +76,21 @@ def test_export_errors(tmp_path, args, code, message):
 
 
 def test_publish_errors(tmp_path, repo_dir, exports):
-    fails(run_mlctl("-r", str(tmp_path / "nowhere"), "publish", str(exports["mlp"].path), "-n", "m", "-f", "onnx"), 3, "does not exist")
     fails(run_mlctl("-r", str(repo_dir), "publish", str(tmp_path / "no-export"), "-n", "m"), 3, "is not an export")
     fails(run_mlctl("-r", str(repo_dir), "publish", str(exports["mlp"].path), "-n", "m", "-f", "onnx", "--version-policy", "newest"), 2, "version policy")
     fails(run_mlctl("-r", str(repo_dir), "publish", str(exports["mlp"].path), "-n", "m", "-f", "onnx", "-m", "novalue"), 2, "not key=value")
     assert list(repo_dir.iterdir()) == []
+
+
+def test_the_first_publish_creates_a_local_repository(tmp_path, exports):
+    new = tmp_path / "new" / "repo"
+    result = ok(run_mlctl("-r", str(new), "publish", str(exports["mlp"].path), "-n", "m", "-f", "onnx", "--json"))
+    assert json.loads(result.stdout)["version"] == 1 and (new / "m" / "1" / "manifest.json").is_file()
+    assert f"created the model repository {new}" in result.stderr
+    ok(run_mlctl("-r", str(new), "publish", str(exports["mlp"].path), "-n", "m", "-f", "onnx"))  # the second says nothing
+    # anything else on a missing repository is still "not found", and creates nothing
+    fails(run_mlctl("-r", str(tmp_path / "nowhere"), "model", "list"), 3, "does not exist")
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_usage_errors_exit_2():
@@ -93,7 +103,7 @@ def test_infer_paths(triton, tmp_path):
     url = ["--url", triton.grpc_url]
     (tmp_path / "good.json").write_text(json.dumps({"x": [[0.0] * 8, [1.0] * 8]}))
     result = json.loads(ok(run_mlctl("infer", "mlp", "-i", "good.json", *url, "--json")).stdout)
-    assert result["version"] == "2" and np.array(result["outputs"]["y"]).shape == (2, 4)
+    assert result["version"] == 2 and np.array(result["outputs"]["y"]).shape == (2, 4)
     http = ok(run_mlctl("infer", "mlp_ts", "-i", "good.json", "--protocol", "http", "--url", triton.http_url, "--version", "1"))
     assert "version 1 via http" in http.stdout
     (tmp_path / "text.json").write_text('{"x": [["a", "b", "c", "d", "e", "f", "g", "h"]]}')
@@ -102,7 +112,8 @@ def test_infer_paths(triton, tmp_path):
     fails(run_mlctl("infer", "mlp", "-i", "wide.npy", *url), 2, "has shape [1, 9], the model expects x: float32[batch, 8]")
     np.save(tmp_path / "f64.npy", np.zeros((1, 8), np.float64))
     fails(run_mlctl("infer", "mlp", "-i", "f64.npy", *url), 2, "dtype float64, the model expects float32")
-    fails(run_mlctl("infer", "mlp", "-i", "good.json", *url, "--version", "5"), 3, "version 5")
+    missing = fails(run_mlctl("infer", "mlp", "-i", "good.json", *url, "--version", "5"), 3, "version 5 of 'mlp' is not loaded")
+    assert "version policy 'all' loads every version" in missing.stderr
     fails(run_mlctl("infer", "ghost", "-i", "good.json", *url), 3, "'ghost'")
     fails(run_mlctl("infer", "mlp", "-i", "missing.json", *url), 3, "input file missing.json not found")
     fails(run_mlctl("infer", "mlp", "-i", "good.json", "--url", f"127.0.0.1:{free_port()}"), 5, "not reachable")
@@ -119,9 +130,19 @@ def test_server_start_errors(tmp_path, repo_dir, exports):
     fails(run_mlctl("-r", str(repo_dir), "server", "start", *ports, env={"MLCTL_TRITONSERVER": str(tmp_path / "no-binary")}), 3, "tritonserver binary")
     fails(run_mlctl("-r", str(repo_dir), "server", "start", "--runtime", "docker", *ports, env={"DOCKER_HOST": f"tcp://127.0.0.1:{free_port()}"}), 5, "no Docker engine is reachable")
     fails(run_mlctl("-r", str(repo_dir), "server", "start", "--model", "ghost", *ports), 3, "ghost")
-    ok(run_mlctl("server", "stop"))
-    assert "was not running" in run_mlctl("server", "stop").stdout
+    from controlplane.model.config import ServingOptions
+    from controlplane.store import open_store
+    from controlplane.store.repository import Repository
+
+    Repository(open_store(str(repo_dir))).publish(exports["mlp"], "mlp", "onnx", ServingOptions())
+    unpromoted = fails(run_mlctl("-r", str(repo_dir), "server", "start", "--channel", "production", "-m", "mlp", *ports), 3,
+                       "have no version promoted to channel 'production'")
+    assert "models there: none" not in unpromoted.stderr and "mlctl promote mlp VERSION --to production" in unpromoted.stderr
+    stopped = fails(run_mlctl("server", "stop", "--name", "nosuch"), 3, "no server named 'nosuch'")
+    assert stopped.stdout == ""
     assert run_mlctl("server", "status").returncode == 1
+    down = run_mlctl("server", "status", "--json")
+    assert down.returncode == 1 and json.loads(down.stdout)["running"] is False  # --json exits as the text does
 
 
 @pytest.mark.e2e
@@ -144,7 +165,9 @@ def test_server_lifecycle(tmp_path, repo_dir, exports):
     from controlplane.store import open_store
     from controlplane.store.repository import Repository
 
-    Repository(open_store(str(repo_dir))).publish(exports["mlp"], "mlp", "onnx", ServingOptions())
+    repo = Repository(open_store(str(repo_dir)))
+    repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions())
+    repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions())  # the default policy latest:1 loads only v2
     ports = ["--http-port", str(free_port()), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
     state = json.loads(ok(run_mlctl("-r", str(repo_dir), "server", "start", *ports, "--json")).stdout)
     try:
@@ -152,9 +175,13 @@ def test_server_lifecycle(tmp_path, repo_dir, exports):
         status = json.loads(ok(run_mlctl("server", "status", "--json")).stdout)
         assert status["running"] and status["ready"] and status["pid"] == state["pid"]
         (tmp_path / "in.json").write_text(json.dumps({"x": [[0.5] * 8]}))
-        assert "version 1 via grpc" in ok(run_mlctl("infer", "mlp", "-i", "in.json")).stdout  # ports from the state file
+        assert "version 2 via grpc" in ok(run_mlctl("infer", "mlp", "-i", "in.json")).stdout  # ports from the state file
+        old = fails(run_mlctl("infer", "mlp", "-i", "in.json", "--version", "1"), 3, "version 1 of 'mlp' is not loaded")
+        assert "its version policy is latest:1, so Triton loads the newest version" in old.stderr
+        assert "mlctl promote mlp 1 --to CHANNEL" in old.stderr
         assert "successfully loaded 'mlp'" in ok(run_mlctl("server", "logs", "-n", "200")).stdout
     finally:
         ok(run_mlctl("server", "stop"))
     assert not json.loads(run_mlctl("server", "status", "--json").stdout)["running"]
+    fails(run_mlctl("server", "stop"), 3, "no server named 'default'")  # its state is gone
     assert not (tmp_path / "mlctl-home" / "servers" / "default.json").exists()

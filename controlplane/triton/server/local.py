@@ -238,6 +238,7 @@ class LocalServers:
             log_path=str(log_path),
             started_at=utc_now(),
             command=command,
+            channel=options.channel,
         )
 
     def _shutdown(self, state: ServerState, grace_s: float) -> None:
@@ -248,8 +249,13 @@ class LocalServers:
         else:
             self._terminate(state.pid, grace_s)
 
-    def stop(self, name: str, grace_s: float = 30.0) -> ServerState | None:
-        """Stop gracefully (SIGTERM, then SIGKILL after `grace_s`); None when it was not running."""
+    def stop(self, name: str, grace_s: float = 30.0, must_exist: bool = False) -> ServerState | None:
+        """Stop gracefully (SIGTERM, then SIGKILL after `grace_s`); None when it was not running.
+        With `must_exist`, a name this home has never heard of is a NotFoundError (a typo, not a success)."""
+        if must_exist and self.files.read(name) is None:
+            known = ", ".join(self.files.names()) or "none"
+            raise NotFoundError(f"no server named {name!r} in {self.files.dir} (servers: {known})",
+                                hint="see 'mlctl server status --name NAME'; names come from 'mlctl server start --name'")
         state = self.running(name)
         if state is None:
             return None
@@ -291,6 +297,14 @@ class LocalServers:
         if options.models is None:
             return available
         unknown = [m for m in options.models if m not in available]
+        unpromoted = [m for m in unknown if m in repository.model_names()]
+        if unpromoted:
+            raise NotFoundError(
+                f"model(s) {', '.join(unpromoted)} in repository {repository.uri} have no version promoted to channel "
+                f"{options.channel!r} (no configs/{options.channel}.pbtxt), so a replica of that channel has nothing to load",
+                hint=f"start the replica without --model (it loads what is promoted to its channel), then run "
+                     f"'mlctl promote {unpromoted[0]} VERSION --to {options.channel}'; or start without --channel",
+            )
         if unknown:
             raise NotFoundError(
                 f"model(s) {', '.join(unknown)} not in repository {repository.uri}",

@@ -23,6 +23,7 @@ class ServerState:
     log_path: str
     started_at: str
     command: list[str] = field(default_factory=list)
+    channel: str | None = None  # the channel it is a replica of (--model-config-name), None for a plain server
 
     @property
     def http_url(self) -> str:
