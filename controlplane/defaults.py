@@ -45,3 +45,6 @@ GATEWAY_PREDICTION_INDEX_SIZE = 200_000
 # A model's signature (and its mlctl.* parameters) is re-read from Triton after this long: a reload with a
 # changed config is seen within it, while the hot path makes no extra call.
 GATEWAY_CONFIG_TTL_S = 30.0
+# At shutdown, shadow (mirrored) requests still in flight get this long to finish and be logged before the
+# log is flushed and closed: longer than a canary's p99, shorter than an orchestrator's grace period (30 s).
+GATEWAY_SHADOW_DRAIN_S = 10.0

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from controlplane.defaults import GATEWAY_SHADOW_DRAIN_S
 from controlplane.feedback.gateway import feedback, ops, predict
 from controlplane.feedback.gateway.body_limit import BodyLimit
 from controlplane.feedback.gateway.config import API_KEY_HEADER, GatewayConfig
@@ -43,6 +44,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
         try:
             yield
         finally:
+            await state.drain(GATEWAY_SHADOW_DRAIN_S)
             if state.log is not None:
                 state.log.close()  # flushes what is queued: a clean shutdown loses nothing
             await state.upstream.close()

@@ -42,6 +42,11 @@ class GatewayState:
     def log_figures(self) -> tuple[int, int] | None:
         return (self.log.dropped, self.log.write_errors) if self.log is not None else None
 
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (bounded) for background requests, so their records reach the log before it closes."""
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=timeout_s)
+
     def spawn(self, coroutine) -> None:
         """Run in the background, keeping a reference until done (the loop holds only weak ones)."""
         task = asyncio.ensure_future(coroutine)
