@@ -16,6 +16,7 @@ from controlplane.cli.render import emit, emit_json, note, table
 def quickstart(
     ctx: typer.Context,
     workdir: Annotated[Path, typer.Option(help="Where exports and the sample input go.")] = Path("quickstart-out"),
+    name: Annotated[str, typer.Option("--name", help="Name of the server it starts (and restarts on a re-run); never one serving another repository or a channel.")] = "quickstart",
     http_port: Annotated[int, typer.Option(help="HTTP port of the server it starts.")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Metrics port.")] = 8002,
@@ -27,7 +28,7 @@ def quickstart(
 
     settings = ctx.obj
     server = ServerOptions(
-        repository=settings.repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
+        repository=settings.repository, name=name, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
     )
     result = run_quickstart(
         QuickstartOptions(repository=settings.repository, home=settings.home, workdir=workdir, server=server),
@@ -44,11 +45,11 @@ def quickstart(
     emit(table(["model", "version", "format", "protocol", "accuracy", "offline", "samples"], rows))
     emit(f"\nTimings (s): {result.timings_s}")
     emit(
-        "\nTriton is still running. Try next:\n"
+        f"\nTriton (server {name!r}) is still running. Try next:\n"
         f"  mlctl model list\n"
         f"  mlctl model versions digits\n"
-        f"  mlctl infer digits --input {result.sample_file}\n"
-        f"  mlctl infer digits --input {result.sample_file} --version 1 --protocol http\n"
-        f"  mlctl server status\n"
-        f"  mlctl server stop"
+        f"  mlctl infer digits --input {result.sample_file} --server {name}\n"
+        f"  mlctl infer digits --input {result.sample_file} --server {name} --version 1 --protocol http\n"
+        f"  mlctl server status --name {name}\n"
+        f"  mlctl server stop --name {name}"
     )

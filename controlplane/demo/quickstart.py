@@ -3,6 +3,10 @@ serve them with the local Triton, and measure accuracy from Triton's own answers
 
 Re-running is idempotent: a version whose manifest records the same training run is reused, never
 published again.
+
+It runs its own server (named "quickstart" unless told otherwise) and restarts it on a re-run, but never
+stops a server that serves another repository or a channel: that one belongs to the user, and the
+quickstart refuses before it trains anything.
 """
 
 from __future__ import annotations
@@ -16,19 +20,21 @@ from pathlib import Path
 import numpy as np
 
 from controlplane.demo import digits as demo
-from controlplane.errors import CheckFailedError
+from controlplane.errors import CheckFailedError, ConflictError
 from controlplane.export.exporter import ExportRequest, export_model
 from controlplane.model.config import ServingOptions, VersionPolicy
 from controlplane.model.signature import TensorSpec
 from controlplane.store import open_store
 from controlplane.store.local import LocalStore
 from controlplane.store.repository import Repository
-from controlplane.triton.server.local import LocalServers, ServerOptions
+from controlplane.triton.server.local import LocalServers, ServerOptions, port_in_use
+from controlplane.triton.server.state import ServerState
 
 Progress = Callable[[str], None]
 MODEL_NAMES = {"onnx": "digits", "torchscript": "digits_torchscript"}
 RUNS = ({"seed": 0, "epochs": 2}, {"seed": 1, "epochs": 25})  # version 1 undertrained, version 2 better
 MAX_BATCH = 8
+SERVER_NAME = "quickstart"  # its own server: a re-run restarts this one, never the user's "default"
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ class QuickstartOptions:
     repository: str
     home: Path
     workdir: Path = Path("quickstart-out")
-    server: ServerOptions | None = None  # ports and name of the server to (re)start
+    server: ServerOptions | None = None  # ports and name of the server to (re)start [default: "quickstart"]
 
 
 @dataclass
@@ -64,11 +70,14 @@ def run_quickstart(options: QuickstartOptions, progress: Progress | None = None)
     say = progress or (lambda _msg: None)
     result = QuickstartResult()
     started = time.monotonic()
-    data = demo.load_digits_split()
     store = open_store(options.repository)
+    repo = Repository(store)
+    servers = LocalServers(options.home, progress=say)
+    server_options = options.server or ServerOptions(repository=options.repository, name=SERVER_NAME)
+    existing = check_server_slot(servers, server_options, repo.uri)  # before minutes of training, not after
+    data = demo.load_digits_split()
     if isinstance(store, LocalStore):
         store.root.mkdir(parents=True, exist_ok=True)
-    repo = Repository(store)
     options.workdir.mkdir(parents=True, exist_ok=True)
 
     offline: dict[tuple[str, int], float] = {}
@@ -109,10 +118,8 @@ def run_quickstart(options: QuickstartOptions, progress: Progress | None = None)
             offline[(name, version)] = accuracy
     result.timings_s["train_export_publish"] = round(time.monotonic() - started, 2)
 
-    servers = LocalServers(options.home, progress=say)
-    server_options = options.server or ServerOptions(repository=options.repository)
-    if servers.running(server_options.name):
-        say(f"restarting server {server_options.name!r}")
+    if existing is not None:
+        say(f"restarting the quickstart's server {server_options.name!r} (it serves {existing.repository})")
         servers.stop(server_options.name)
     t0 = time.monotonic()
     state = servers.start(server_options)
@@ -133,6 +140,29 @@ def run_quickstart(options: QuickstartOptions, progress: Progress | None = None)
     result.sample_file = str(sample)
     result.timings_s["total"] = round(time.monotonic() - started, 2)
     return result
+
+
+def check_server_slot(servers: LocalServers, options: ServerOptions, repository_uri: str) -> ServerState | None:
+    """The quickstart's own running server (to restart), None when there is none and its ports are free.
+    ConflictError for a server of that name that serves another repository or a channel, or a busy port."""
+    existing = servers.running(options.name)
+    if existing is not None:
+        channel = existing.channel or next(
+            (a.split("=", 1)[1] for a in existing.command if a.startswith("--model-config-name=")), None)
+        if existing.repository != repository_uri or channel:
+            serves = f"repository {existing.repository}" + (f" as a replica of channel {channel!r}" if channel else "")
+            raise ConflictError(
+                f"server {options.name!r} (pid {existing.pid}, http {existing.http_url}) serves {serves}; "
+                f"the quickstart would have to stop it, and will not",
+                hint=f"run the quickstart beside it: 'mlctl quickstart --name quickstart --http-port P --grpc-port P2 "
+                     f"--metrics-port P3' with free ports, or stop it yourself with 'mlctl server stop --name {options.name}'",
+            )
+        return existing
+    for kind, port in options.ports().items():
+        if port_in_use(options.host, port):
+            raise ConflictError(f"{kind} port {port} on {options.host} is in use (another server?)",
+                                hint=f"pass the quickstart --{kind}-port with a free port ('mlctl server status --name NAME' shows a server's ports)")
+    return None
 
 
 def _find_run(repo: Repository, name: str, run_id: str) -> int | None:
