@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
 
-from controlplane.cli.render import emit, emit_json, table
+from controlplane.cli.render import emit, emit_json, note, table
 
 
 class _ModelFirst(TyperGroup):
@@ -26,11 +26,11 @@ app = typer.Typer(cls=_ModelFirst, help="Serving metrics per version, from Prome
 Window = Annotated[str, typer.Option(help="Window, e.g. 30s, 5m, 1h (direct: how long to wait between scrapes).")]
 Source = Annotated[str, typer.Option(help="prometheus, or direct (scrape Triton's /metrics twice).")]
 PromUrl = Annotated[str, typer.Option(envvar="MLCTL_PROMETHEUS_URL", help="Prometheus base URL.")]
-MetricsUrl = Annotated[Optional[list[str]], typer.Option("--metrics-url", help="Triton /metrics URL for --source direct [default: the managed servers'].")]
+MetricsUrl = Annotated[list[str] | None, typer.Option("--metrics-url", help="Triton /metrics URL for --source direct [default: the managed servers'].")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
-def _source(ctx: typer.Context, source: str, prometheus_url: str, metrics_url: Optional[list[str]]):
+def _source(ctx: typer.Context, source: str, prometheus_url: str, metrics_url: list[str] | None):
     from controlplane.errors import UsageError
     from controlplane.observe.metrics.report import DirectSource, PrometheusSource
     from controlplane.triton.server.local import LocalServers
@@ -67,7 +67,37 @@ def _rows(report, columns) -> list[list[str]]:
     return rows
 
 
+def _progress(source: str):
+    """A progress callback for the direct source's wait: one line on stderr, redrawn each second on a TTY,
+    repeated every 30 s otherwise (CI logs)."""
+    if source != "direct":
+        return None
+    tty = sys.stderr.isatty()
+    last = {"shown": -1.0}
+
+    def show(waited: float, total: float) -> None:
+        if waited == 0:
+            note(f"scraped; waiting {total:.0f} s (--window) for the second scrape, Ctrl-C to stop")
+        elif tty:
+            sys.stderr.write(f"\r  {waited:.0f}/{total:.0f} s" + ("\n" if waited >= total else ""))
+            sys.stderr.flush()
+        elif waited < total and waited - last["shown"] >= 30:
+            note(f"  {waited:.0f}/{total:.0f} s")
+        else:
+            return
+        last["shown"] = waited
+
+    return show
+
+
+def _report(src, source: str, model: str, version: str | None, window: str):
+    return src.report(model, version, window, progress=_progress(source)) if source == "direct" else src.report(model, version, window)
+
+
 def _print(report, json: bool) -> None:
+    for column in report.versions:
+        if column.idle:
+            note(f"version {column.version} of {report.model} was loaded but received no request in the last {report.window}")
     if json:
         emit_json(report.to_dict())
         return
@@ -79,7 +109,7 @@ def _print(report, json: bool) -> None:
 def show(
     ctx: typer.Context,
     model: str,
-    version: Annotated[Optional[str], typer.Option("--version", "-v", help="One version [default: all with metrics].")] = None,
+    version: Annotated[str | None, typer.Option("--version", "-v", help="One version [default: all with metrics].")] = None,
     window: Window = "5m",
     source: Source = "prometheus",
     prometheus_url: PromUrl = "http://127.0.0.1:9090",
@@ -87,7 +117,7 @@ def show(
     json: Json = False,
 ) -> None:
     """Throughput, errors, latency, queue/compute time, batching, GPU and CPU per version."""
-    _print(_source(ctx, source, prometheus_url, metrics_url).report(model, version, window), json)
+    _print(_report(_source(ctx, source, prometheus_url, metrics_url), source, model, version, window), json)
 
 
 @app.command()
@@ -109,7 +139,7 @@ def compare(
 
     src = _source(ctx, source, prometheus_url, metrics_url)
     if source == "direct":
-        report = src.report(model, None, window)
+        report = _report(src, source, model, None, window)
     else:
         first, second = src.report(model, a, window), src.report(model, b, window)
         report = replace(first, versions=first.versions + second.versions)

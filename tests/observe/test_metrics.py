@@ -200,10 +200,8 @@ def test_metrics_table_compare_and_errors(triton, prometheus):
     assert table.returncode == 0, table.stderr
     assert "source: prometheus" in table.stdout and "Requests/s" in table.stdout and "version 1" in table.stdout
     compare = run_mlctl("metrics", "compare", "mlp", "1", "2", "--window", "5m", "--prometheus-url", prometheus, "--json")
-    if compare.returncode == 0:
-        assert [v["version"] for v in json.loads(compare.stdout)["versions"]] == ["1", "2"]
-    else:
-        assert compare.returncode == 3  # a version without traffic yet has no metrics: said so, not invented
+    assert compare.returncode == 0, compare.stderr  # both loaded: a version without traffic reports zero traffic
+    assert [v["version"] for v in json.loads(compare.stdout)["versions"]] == ["1", "2"]
     unknown = run_mlctl("metrics", "ghost", "--prometheus-url", prometheus)
     assert unknown.returncode == 3 and "no metrics for model 'ghost'" in unknown.stderr
     down = run_mlctl("metrics", "metered", "--prometheus-url", f"http://127.0.0.1:{free_port()}")
@@ -212,6 +210,47 @@ def test_metrics_table_compare_and_errors(triton, prometheus):
     assert window.returncode == 2 and "is not a duration" in window.stderr
     triton_down = run_mlctl("metrics", "metered", "--source", "direct", "--window", "1s", "--metrics-url", f"http://127.0.0.1:{free_port()}/metrics")
     assert triton_down.returncode == 5 and "not reachable" in triton_down.stderr
+
+
+@pytest.mark.e2e
+def test_a_version_without_metrics_is_not_found_and_an_idle_version_reports_zero_traffic(triton, prometheus):
+    """Decided: a version with no series in the window (never loaded there, a typo) is not found (exit 3); a
+    version that was loaded but got no request reports zero traffic (exit 0), which is the honest answer."""
+    missing = run_mlctl("metrics", "metered", "--version", "9", "--window", "2m", "--prometheus-url", prometheus, "--json")
+    assert missing.returncode == 3 and missing.stdout == ""
+    assert "version 9 of model 'metered' has no metrics in Prometheus" in missing.stderr
+    assert "versions with metrics: 1)" in missing.stderr
+    # mlp v2 is loaded (version policy: all) and no test of this module sends it a request
+    idle = run_mlctl("metrics", "mlp", "--version", "2", "--window", "15s", "--prometheus-url", prometheus, "--json")
+    assert idle.returncode == 0, idle.stderr
+    (row,) = json.loads(idle.stdout)["versions"]
+    assert row["version"] == "2" and row["idle"] is True
+    assert row["figures"]["success"] == 0 and row["figures"]["requests_per_s"] == 0
+    assert row["figures"]["error_rate"] is None  # no request, no rate: null, never NaN
+    assert "version 2 of mlp was loaded but received no request in the last 15s" in idle.stderr
+
+
+@pytest.mark.e2e
+def test_direct_source_checks_model_and_version_before_waiting(triton):
+    started = time.monotonic()
+    typo = run_mlctl("metrics", "mpl", "--source", "direct", "--window", "10m", "--metrics-url", triton.metrics_url)
+    assert typo.returncode == 3 and typo.stdout == ""
+    assert time.monotonic() - started < 60  # at once, not after the 10-minute window
+    assert "no metrics for model 'mpl'" in typo.stderr and "models loaded: " in typo.stderr
+    assert "metered" in typo.stderr and "mlp" in typo.stderr
+    version = run_mlctl("metrics", "metered", "--version", "9", "--source", "direct", "--window", "10m", "--metrics-url", triton.metrics_url)
+    assert version.returncode == 3 and version.stdout == ""
+    assert "version 9 of model 'metered' has no metrics at" in version.stderr and "versions with metrics: 1)" in version.stderr
+    assert time.monotonic() - started < 120
+
+    calls = []
+    DirectSource([triton.metrics_url]).report("metered", "1", "2s", progress=lambda waited, total: calls.append((waited, total)))
+    assert calls[0] == (0.0, 2.0) and calls[-1] == (2.0, 2.0) and len(calls) >= 3
+    assert [w for w, _ in calls] == sorted(w for w, _ in calls)
+    waited = run_mlctl("metrics", "metered", "--source", "direct", "--window", "1s", "--metrics-url", triton.metrics_url, "--json")
+    assert waited.returncode == 0, waited.stderr
+    assert [v["version"] for v in json.loads(waited.stdout)["versions"]] == ["1"]
+    assert "waiting 1 s (--window) for the second scrape" in waited.stderr
 
 
 @pytest.mark.e2e
@@ -238,7 +277,8 @@ def test_json_events_for_actions(tmp_path, exports):
     (event,) = json_events(result.stderr)
     assert event["action"] == "publish" and event["model"] == "evented" and event["outcome"] == "succeeded"
     assert event["duration_s"] >= 0 and event["error"] is None
-    failed = run_mlctl("--log-format", "json", "-r", str(tmp_path / "repo"), "promote", "evented", "9", "--to", "production")
+    failed = run_mlctl("--log-format", "json", "-r", str(tmp_path / "repo"), "promote", "evented", "9", "--to", "production",
+                       "--create-channel")  # a new channel must be asked for; the version check then fails
     assert "version 9 of model 'evented' not found" in failed.stderr
     (event,) = json_events(failed.stderr)
     assert failed.returncode == 3

@@ -61,7 +61,10 @@ FIGURES: tuple[Figure, ...] = (
 )
 BY_KEY = {f.key: f for f in FIGURES}
 FAILURES_BY_REASON = "sum by (reason) (increase(nv_inference_request_failure{$sel}[$w]))"
-VERSIONS = "sum by (version) (nv_inference_count{$sel})"
+# Versions (models) with a counter at any time in the window: loaded then, whether or not they had traffic
+# (Triton exports a version's counters from its load on, at 0 until the first request).
+VERSIONS = "sum by (version) (max_over_time(nv_inference_count{$sel}[$w]))"
+MODELS = "count by (model) (max_over_time(nv_inference_count[$w]))"
 
 _WINDOW = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -75,12 +78,10 @@ def parse_window(text: str) -> float:
     return int(match.group(1)) * _SECONDS[match.group(2)]
 
 
-def selector(model: str, version: str | None = None, extra: str = "") -> str:
+def selector(model: str, version: str | None = None) -> str:
     parts = [f'model="{model}"']
     if version:
         parts.append(f'version="{version}"')
-    if extra:
-        parts.append(extra)
     return ",".join(parts)
 
 

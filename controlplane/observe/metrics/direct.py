@@ -134,6 +134,10 @@ def server_figures(after: list[Sample]) -> dict[str, float | None]:
     }
 
 
+def models_seen(samples: list[Sample]) -> list[str]:
+    return sorted({s.labels["model"] for s in samples if s.name == "nv_inference_count" and "model" in s.labels})
+
+
 def versions_seen(samples: list[Sample], model: str) -> list[str]:
     return sorted({s.labels["version"] for s in samples if s.name == "nv_inference_count" and s.labels.get("model") == model},
                   key=lambda v: int(v) if v.isdigit() else 0)

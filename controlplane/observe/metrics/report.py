@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from controlplane.errors import NotFoundError, UnavailableError
 from controlplane.observe.metrics import definitions as d
 from controlplane.observe.metrics import direct
+
+# (waited_s, total_s) while the direct source waits out its window; the CLI draws it on stderr.
+Progress = Callable[[float, float], None]
+PROGRESS_EVERY_S = 1.0
 
 
 @dataclass
@@ -16,6 +21,11 @@ class VersionFigures:
     version: str
     figures: dict[str, float | None]
     failures_by_reason: dict[str, float]
+
+    @property
+    def idle(self) -> bool:
+        """Loaded in the window, and no request reached it: zero traffic, the honest answer."""
+        return not self.figures.get("success") and not self.figures.get("failures")
 
 
 @dataclass
@@ -28,7 +38,20 @@ class MetricsReport:
     sources: dict[str, str] = field(default_factory=dict)  # figure -> how it was computed
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        for row, version in zip(out["versions"], self.versions):
+            row["idle"] = version.idle
+        return out
+
+
+def _by_number(versions) -> list[str]:
+    return sorted(versions, key=lambda v: int(v) if v.isdigit() else 0)
+
+
+def _require_version(version: str | None, known: list[str], model: str, where: str) -> None:
+    if version is not None and version not in known:
+        raise NotFoundError(f"version {version} of model {model!r} has no metrics {where} (versions with metrics: "
+                            f"{', '.join(known)})", hint=f"a version has metrics once it is loaded; run 'mlctl model versions {model}'")
 
 
 def _clean(value) -> float | None:
@@ -61,16 +84,18 @@ class PrometheusSource:
         return _clean(result[0]["value"][1]) if result else None
 
     def report(self, model: str, version: str | None, window: str) -> MetricsReport:
+        """Figures per version over the window. NotFoundError for a model, or a version, without any series in
+        the window; a version that was loaded but got no request reports zero traffic."""
         d.parse_window(window)
-        versions = [version] if version else sorted(
-            (r["metric"].get("version", "") for r in self._query(d.render(d.VERSIONS, d.selector(model), window))),
-            key=lambda v: int(v) if v.isdigit() else 0,
-        )
-        if not versions:
-            raise NotFoundError(f"Prometheus at {self.url} has no metrics for model {model!r}",
+        where = f"in Prometheus at {self.url} over the last {window}"
+        known = _by_number(r["metric"].get("version", "") for r in self._query(d.render(d.VERSIONS, d.selector(model), window)))
+        if not known:
+            models = sorted(r["metric"].get("model", "") for r in self._query(d.render(d.MODELS, "", window)))
+            raise NotFoundError(f"no metrics for model {model!r} {where} (models with metrics: {', '.join(models) or 'none'})",
                                 hint="is it loaded, and does Prometheus scrape its replicas?")
+        _require_version(version, known, model, where)
         rows = []
-        for v in versions:
+        for v in [version] if version else known:
             sel = d.selector(model, v)
             figures = {f.key: self.scalar(d.render(f.promql, sel, window)) for f in d.FIGURES if f.per_version}
             reasons = {r["metric"].get("reason", ""): _clean(r["value"][1]) or 0.0
@@ -92,16 +117,27 @@ class DirectSource:
     def _scrape_all(self) -> list[direct.Sample]:
         return [s for url in self.urls for s in direct.scrape(url)]
 
-    def report(self, model: str, version: str | None, window: str, sleep=time.sleep) -> MetricsReport:
+    def report(self, model: str, version: str | None, window: str, progress: Progress | None = None) -> MetricsReport:
+        """Scrape, check that the model (and version) is loaded there, wait the window, scrape again. The check
+        comes first, so a mistyped name fails at once, not after the window."""
         seconds = d.parse_window(window)
         before = self._scrape_all()
+        where = f"at {', '.join(self.urls)}"
+        if not direct.versions_seen(before, model):
+            models = direct.models_seen(before)
+            raise NotFoundError(f"no metrics for model {model!r} {where}: it is not loaded there "
+                                f"(models loaded: {', '.join(models) or 'none'})", hint="check the name, or load the model")
+        _require_version(version, direct.versions_seen(before, model), model, where)
         t0 = time.monotonic()
-        sleep(seconds)
+        if progress:
+            progress(0.0, seconds)
+        while (left := t0 + seconds - time.monotonic()) > 0:
+            time.sleep(min(PROGRESS_EVERY_S, left))  # waiting out the window is the measurement itself
+            if progress:
+                progress(min(seconds, time.monotonic() - t0), seconds)
         after = self._scrape_all()
         elapsed = time.monotonic() - t0
         versions = [version] if version else direct.versions_seen(after, model)
-        if not versions:
-            raise NotFoundError(f"no metrics for model {model!r} at {', '.join(self.urls)}", hint="is the model loaded there?")
         rows = [VersionFigures(v, direct.figures(before, after, elapsed, model, v), direct.failures_by_reason(before, after, model, v))
                 for v in versions]
         how = f"direct: difference of two scrapes {elapsed:.1f} s apart, summed over {len(self.urls)} replica(s)"
