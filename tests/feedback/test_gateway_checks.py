@@ -17,7 +17,7 @@ import subprocess
 import urllib.error
 import urllib.request
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -243,7 +243,7 @@ def test_unknown_model_names_do_not_become_metric_labels(gateway_factory):
 # --- 5. faults are warned about and counted --------------------------------------------------------------
 def running_shadow_canary(repo: Path) -> Path:
     """classifier: a running canary (v2, served as classifier.canary) in shadow mode; returns its state file."""
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     state = CanaryState(model="classifier", channel="production", stable=1, canary=2, weight=100.0, steps=(100.0,), step_index=0,
                         interval_s=60.0, status="running", started_at=now, step_started_at=now, shadow=True)
     states = CanaryStore(open_store(str(repo)))
