@@ -14,48 +14,16 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from local_servers import start_s3, stop, triton_options
+
 MLCTL = str(Path(sys.executable).parent / "mlctl")
-MOTO = (
-    "import sys; from werkzeug.serving import run_simple; "
-    "from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app; "
-    "run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False)"
-)
 KILL_WINDOW_S = {"publish": (0.2, 1.5), "promote": (0.3, 4.0)}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_s3() -> tuple[subprocess.Popen, dict]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", MOTO, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("S3-compatible server did not start")
-            time.sleep(0.1)
-    env = {"AWS_ACCESS_KEY_ID": "crash", "AWS_SECRET_ACCESS_KEY": "crash", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    os.environ.update(env)
-    import boto3
-
-    boto3.client("s3").create_bucket(Bucket="crash")
-    return proc, env
 
 
 def run_kind(kind: str, trials: int, rng: random.Random, work: Path, env: dict) -> dict:
@@ -65,7 +33,7 @@ def run_kind(kind: str, trials: int, rng: random.Random, work: Path, env: dict) 
     from controlplane.store.channel_store import ChannelStore
     from controlplane.store.repository import Repository
     from controlplane.triton.replicas import Replica
-    from controlplane.triton.server.local import LocalServers, ServerOptions
+    from controlplane.triton.server.local import LocalServers
     from controlplane.triton.targets import Targets
 
     uri = f"s3://crash/{kind}-{rng.randrange(1 << 30)}" if kind == "s3" else str(work / f"{kind}-repo")
@@ -75,8 +43,7 @@ def run_kind(kind: str, trials: int, rng: random.Random, work: Path, env: dict) 
     v1, v2 = demo.publish_demo_versions(repo, "digits", (0, 1), work / f"{kind}-exports")
     export_dir = work / f"{kind}-exports" / "digits-seed0"
     servers = LocalServers(work / f"{kind}-home")
-    options = [ServerOptions(repository=uri, name=f"{kind}{i}", channel="production", http_port=free_port(),
-                             grpc_port=free_port(), metrics_port=free_port(), exit_timeout_s=3) for i in range(2)]
+    options = [triton_options(uri, f"{kind}{i}", channel="production", exit_timeout_s=3) for i in range(2)]
     counts = {"trials": 0, "killed_mid_operation": 0, "finished_before_kill": 0, "unreadable_repository": 0,
               "history_inconsistent": 0, "served_disagrees_after_reconcile": 0, "reconcile_errors": 0,
               "interrupted_operations_closed": 0, "fresh_replica_serves_channel": None}
@@ -105,8 +72,7 @@ def run_kind(kind: str, trials: int, rng: random.Random, work: Path, env: dict) 
             problems = check(repo, targets, Lifecycle, ChannelStore, Replica, counts)
             examples += [f"{kind} trial {trial} ({action}): {p}" for p in problems][:3]
         # a replica that starts now must load the repository and serve the channel's version
-        extra = ServerOptions(repository=uri, name=f"{kind}-fresh", channel="production", http_port=free_port(),
-                              grpc_port=free_port(), metrics_port=free_port(), exit_timeout_s=3)
+        extra = triton_options(uri, f"{kind}-fresh", channel="production", exit_timeout_s=3)
         fresh = servers.start(extra)
         options.append(extra)
         replica = Replica(fresh.grpc_url)
@@ -175,12 +141,11 @@ def main() -> int:
         for kind in args.kinds.split(","):
             env = {}
             if kind == "s3":
-                s3_proc, env = start_s3()
+                s3_proc, env = start_s3("crash", threaded=False)
             results.append(run_kind(kind, args.trials, rng, work, env))
     finally:
         if s3_proc:
-            s3_proc.terminate()
-            s3_proc.wait(timeout=10)
+            stop(s3_proc)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

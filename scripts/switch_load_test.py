@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -23,14 +22,14 @@ from controlplane.release.lifecycle import Lifecycle
 from controlplane.store import open_store
 from controlplane.store.repository import Repository
 from controlplane.triton.load import Endpoint, Load, Switch, judge_switches
-from controlplane.triton.server.local import LocalServers, ServerOptions
+from controlplane.triton.server.local import LocalServers
 from controlplane.triton.targets import Targets
 
+from local_servers import triton_options
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# Measurement windows, not readiness (every replica is ready before the load starts):
+BEFORE_FIRST_SWITCH_S = 1.0  # answers from the baseline version before anything switches
+AFTER_LAST_SWITCH_S = 0.5  # answers after the last switch, where an old version would show
 
 
 def main() -> int:
@@ -50,17 +49,14 @@ def main() -> int:
     states = []
     try:
         for i in range(args.replicas):
-            states.append(servers.start(ServerOptions(
-                repository=repo.uri, name=f"r{i}", channel="production",
-                http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-            )))
+            states.append(servers.start(triton_options(repo.uri, f"r{i}", channel="production")))
         targets = Targets({"production": tuple(s.grpc_url for s in states)})
         lifecycle = Lifecycle(repo, targets)
         lifecycle.promote("digits", v1, "production", "baseline")
         rows = np.random.default_rng(0).random((1, 64), dtype=np.float32)
         load = Load("digits", lambda: {demo.INPUT_NAME: rows}, [Endpoint(s.grpc_url, s.http_url) for s in states],
                     clients=args.clients, max_seconds=args.max_seconds).start()
-        time.sleep(1.0)
+        time.sleep(BEFORE_FIRST_SWITCH_S)
         switches = []
         deadline = time.monotonic() + args.max_seconds
         for _ in range(args.cycles):
@@ -73,7 +69,7 @@ def main() -> int:
                 else:
                     lifecycle.rollback("digits", "production", reason="load test")
                 switches.append(Switch(str(version), t0, time.monotonic()))
-        time.sleep(0.5)
+        time.sleep(AFTER_LAST_SWITCH_S)
         records = load.stop()
         verdict = judge_switches(records, switches, {str(v1), str(v2)})
         verdict["replicas"] = args.replicas

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -17,18 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: local_servers.py
+from common import write_json  # noqa: E402
+from local_servers import start_s3, stop, triton_options  # noqa: E402
+
 MLCTL = str(Path(sys.executable).parent / "mlctl")
-MOTO = (
-    "import sys; from werkzeug.serving import run_simple; "
-    "from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app; "
-    "run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=True)"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fake_bundle(work: Path, template: Path, size_mb: int) -> Path:
@@ -56,34 +48,17 @@ def main() -> int:
     from controlplane.release.lifecycle import Lifecycle
     from controlplane.store import open_store
     from controlplane.store.repository import Repository
-    from controlplane.triton.server.local import LocalServers, ServerOptions
+    from controlplane.triton.server.local import LocalServers
     from controlplane.triton.targets import Targets
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default="bench-out")
+    parser.add_argument("--out", type=Path, default=Path("bench-out"))
     args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="mlctl-cp-"))
     results: dict = {"machine": f"{os.cpu_count()} cpus"}
 
-    port = free_port()
-    moto = subprocess.Popen([sys.executable, "-c", MOTO, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"})
+    moto, _ = start_s3("bench")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        import boto3
-
-        boto3.client("s3").create_bucket(Bucket="bench")
         (work / "local").mkdir()
         local_repo = Repository(open_store(str(work / "local")))
         v1, v2 = demo.publish_demo_versions(local_repo, "digits", (0, 1), work / "exports")
@@ -104,9 +79,7 @@ def main() -> int:
         results["publish"] = publish
 
         servers = LocalServers(work / "home")
-        states = [servers.start(ServerOptions(repository=local_repo.uri, name=f"cp{i}", channel="production",
-                                              http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()))
-                  for i in range(2)]
+        states = [servers.start(triton_options(local_repo.uri, f"cp{i}", channel="production")) for i in range(2)]
         try:
             lifecycle = Lifecycle(local_repo, Targets({"production": tuple(s.grpc_url for s in states)}))
             lifecycle.promote("digits", v1, "production")
@@ -125,10 +98,9 @@ def main() -> int:
             for s in states:
                 servers.stop(s.name, grace_s=10)
     finally:
-        moto.terminate()
-        moto.wait(timeout=10)
+        stop(moto)
     results["drift_report"] = "not measured: the prediction log and drift report are not built yet"
-    (out / "control_plane.json").write_text(json.dumps(results, indent=2))
+    write_json(args.out, "control_plane.json", results)
     print(json.dumps(results, indent=2))
     return 0
 

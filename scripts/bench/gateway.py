@@ -8,29 +8,24 @@ Usage: .venv/bin/python scripts/bench/gateway.py [--seconds 4] [--concurrency 1,
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import json_path, triton_path  # noqa: E402  (the same load generator as serving.py)
+from controlplane.readiness import free_port
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # scripts/: local_servers.py
+from common import load_arguments, write_json  # noqa: E402
+from local_servers import start_listening, stop, triton_options  # noqa: E402
+from serving import json_path, triton_path  # noqa: E402  (the same load paths as serving.py)
 
 MLCTL = str(Path(sys.executable).parent / "mlctl")
 KEY = "bench-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def direct(url: str, concurrency: int, seconds: float) -> dict:
@@ -47,51 +42,36 @@ def main() -> int:
     from controlplane.model.config import ServingOptions
     from controlplane.store import open_store
     from controlplane.store.repository import Repository
-    from controlplane.triton.server.local import LocalServers, ServerOptions
+    from controlplane.triton.server.local import LocalServers
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--concurrency", default="1,4,16,64")
-    parser.add_argument("--out", default="bench-out")
-    args = parser.parse_args()
+    args = load_arguments().parse_args()
     work = Path(tempfile.mkdtemp(prefix="mlctl-gw-bench-"))
     (work / "repo").mkdir()
     repo = Repository(open_store(str(work / "repo")))
     demo.publish_demo_versions(repo, "digits", (0,), work / "exports", ServingOptions(max_queue_delay_us=500))
     servers = LocalServers(work / "home")
-    state = servers.start(ServerOptions(repository=repo.uri, name="gw", http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()))
-    port = free_port()
-    gateway = subprocess.Popen([MLCTL, "gateway", "serve", "--port", str(port), "--triton-url", state.grpc_url, "--log", str(work / "log")],
-                               env={**os.environ, "MLCTL_GATEWAY_ADMIN_KEYS": KEY})
-    url = f"http://127.0.0.1:{port}"
+    state = servers.start(triton_options(repo.uri, "gw"))
+    gateway = None
     results = []
     try:
-        import urllib.request
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        for c in [int(v) for v in args.concurrency.split(",")]:
+        port = free_port()
+        gateway = start_listening([MLCTL, "gateway", "serve", "--port", str(port), "--triton-url", state.grpc_url, "--log", str(work / "log")],
+                                  port, "gateway", timeout_s=30, env={**os.environ, "MLCTL_GATEWAY_ADMIN_KEYS": KEY})
+        url = f"http://127.0.0.1:{port}"
+        for c in args.concurrency:
             a = {"path": "direct Triton gRPC", "concurrency": c, **direct(state.grpc_url, c, args.seconds)}
             b = {"path": "gateway -> Triton", "concurrency": c, **through_gateway(url, c, args.seconds)}
-            b["p50_added_ms"] = round(b["p50_ms"] - a["p50_ms"], 3)
-            b["throughput_kept"] = round(b["requests_per_s"] / a["requests_per_s"], 3)
+            both = a["p50_ms"] is not None and b["p50_ms"] is not None  # None: no request of that path succeeded
+            b["p50_added_ms"] = round(b["p50_ms"] - a["p50_ms"], 3) if both else None
+            b["throughput_kept"] = round(b["requests_per_s"] / a["requests_per_s"], 3) if a["requests_per_s"] else None
             results += [a, b]
             print(json.dumps(a), flush=True)
             print(json.dumps(b), flush=True)
     finally:
-        gateway.terminate()
-        gateway.wait(timeout=30)
+        if gateway is not None:
+            stop(gateway, timeout_s=30)
         servers.stop("gw", grace_s=10)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gateway.json").write_text(json.dumps(results, indent=2))
+    write_json(args.out, "gateway.json", results)
     return 0
 
 

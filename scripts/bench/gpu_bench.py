@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import sys
 import tempfile
 import threading
@@ -19,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+# Only the package and its dependencies: this runs standalone on a lent GPU machine (see gpu.sh).
+from controlplane.readiness import free_port
+from controlplane.triton.load import run_async, run_threads
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+SYNC_EVERY = 20  # calls between CUDA synchronisations: kernels queue ahead, but not far past the deadline
 
 
 def build_model(width: int, hidden: int, depth: int, classes: int):
@@ -42,21 +41,30 @@ def in_process(model, device: str, width: int, batch: int, seconds: float, dtype
 
     module = model.to(device=device, dtype=dtype)
     x = torch.randn(batch, width, device=device, dtype=dtype)
-    with torch.inference_mode():
-        for _ in range(10):
-            module(x)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        calls, t0 = 0, time.monotonic()
-        while time.monotonic() - t0 < seconds:
-            module(x)
-            calls += 1
-            if device == "cuda" and calls % 20 == 0:
-                torch.cuda.synchronize()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.monotonic() - t0
-    return {"path": f"in-process torch, batch {batch}", "rows_per_s": round(calls * batch / elapsed, 1), "calls": calls}
+    synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    calls = 0
+
+    @torch.inference_mode()  # per call: inference mode is per thread, and the load runs in its own
+    def call() -> str:
+        nonlocal calls
+        module(x)
+        calls += 1
+        if calls % SYNC_EVERY == 0:
+            synchronize()
+        return ""
+
+    for _ in range(10):
+        call()
+    synchronize()
+    calls = 0
+    result = run_threads(lambda _: call, 1, seconds)
+    finish = time.monotonic()
+    synchronize()  # the work still queued counts in the time
+    elapsed = result.elapsed_s + time.monotonic() - finish
+    if result.failures:
+        raise RuntimeError(f"in-process torch, batch {batch}: {result.records[-1].error}")
+    return {"path": f"in-process torch, batch {batch}", "rows_per_s": round(len(result.records) * batch / elapsed, 1),
+            "calls": len(result.records)}
 
 
 def gpu_metrics(url: str) -> dict:
@@ -84,42 +92,33 @@ def triton_load(url: str, metrics_url: str, model: str, width: int, rows: int, c
         x = np.random.default_rng(0).standard_normal((rows, width)).astype(np_dtype)
         tensor = grpcclient.InferInput("x", [rows, width], wire)
         tensor.set_data_from_numpy(x)
-        await client.infer(model, [tensor])
-        latencies, failures = [], 0
-        deadline = time.monotonic() + seconds
 
-        async def worker():
-            nonlocal failures
-            while time.monotonic() < deadline:
-                t0 = time.perf_counter()
-                try:
-                    await client.infer(model, [tensor])
-                    latencies.append(time.perf_counter() - t0)
-                except Exception:  # counted
-                    failures += 1
+        async def call() -> str:
+            await client.infer(model, [tensor])
+            return ""
 
-        t0 = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.monotonic() - t0
-        await client.close()
-        return latencies, failures, elapsed
+        try:
+            await call()
+            return await run_async(lambda _: call, concurrency, seconds)
+        finally:
+            await client.close()
 
     thread = threading.Thread(target=sampler, daemon=True)
     thread.start()
-    latencies, failures, elapsed = asyncio.run(run())
-    stop.set()
-    thread.join()
-    lat = np.array(latencies) * 1000
+    try:
+        result = asyncio.run(run())
+    finally:
+        stop.set()
+        thread.join()
     good = [s for s in samples if "error" not in s and s.get("gpu_utilization") is not None]
     return {
         "path": "Triton gRPC (KIND_GPU, dynamic batching)",
         "concurrency": concurrency,
         "rows_per_request": rows,
-        "rows_per_s": round(len(latencies) * rows / elapsed, 1),
-        "requests_per_s": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
-        "p99_ms": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
-        "failures": failures,
+        "rows_per_s": round(result.requests_per_s * rows, 1),
+        "requests_per_s": round(result.requests_per_s, 1),
+        **{f"p{q}_ms": None if (ms := result.percentile_ms(q)) is None else round(ms, 2) for q in (50, 99)},
+        "failures": result.failures,
         "gpu_utilization_mean": round(float(np.mean([s["gpu_utilization"] for s in good])), 3) if good else None,
         "gpu_memory_used_bytes_max": max((s["gpu_memory_used_bytes"] or 0 for s in good), default=None),
         "gpu_memory_total_bytes": good[-1]["gpu_memory_total_bytes"] if good else None,

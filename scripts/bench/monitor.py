@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common import write_json
+
 SEGMENT = 100_000
 
 
@@ -51,7 +53,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000,1000000")
-    parser.add_argument("--out", default="bench-out")
+    parser.add_argument("--out", type=Path, default=Path("bench-out"))
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     reference = Reference(features=rng.random((2000, 64)), predicted=rng.integers(0, 10, 2000), labels=None, accuracy=0.9)
@@ -69,9 +71,7 @@ def main() -> int:
                "labelled": body["labelled"], "accuracy": round(body["quality"]["accuracy"], 4)}
         results.append(row)
         print(json.dumps(row), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "monitor.json").write_text(json.dumps(results, indent=2))
+    write_json(args.out, "monitor.json", results)
     return 0
 
 

@@ -4,35 +4,29 @@
   (b) local Triton (mlctl's generated config) over gRPC and HTTP, dynamic batching on and off;
   (c) a naive FastAPI + onnxruntime server, one forward per request.
 
-Closed loop, one row per request, concurrency sweep, bounded duration per point. The load generator is
-async and single-process; its CPU share is reported with every point.
+Closed loop, one row per request, concurrency sweep, bounded duration per point. The load generator is the
+package's (controlplane/triton/load.py), async and single-process; its CPU share is reported with every point.
 
 Usage: .venv/bin/python scripts/bench/serving.py [--seconds 4] [--concurrency 1,4,16,64] [--out bench-out]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 
+from controlplane.readiness import free_port
+from controlplane.triton.load import run_threads
+
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+sys.path.insert(0, str(HERE.parent))  # scripts/: local_servers.py
+from common import load_arguments, measured, summary_row, write_json  # noqa: E402
+from local_servers import start_listening, stop, triton_options  # noqa: E402
 
 
 def build(kind: str):
@@ -50,71 +44,17 @@ def build(kind: str):
     return torch.nn.Sequential(*layers).eval(), 256
 
 
-def summarise(latencies: list[float], rows: int, seconds: float, failures: int, cpu_s: float) -> dict:
-    lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    return {
-        "requests_per_s": round(len(latencies) / seconds, 1),
-        "rows_per_s": round(rows / seconds, 1),
-        "p50_ms": round(float(np.percentile(lat, 50)), 3),
-        "p95_ms": round(float(np.percentile(lat, 95)), 3),
-        "p99_ms": round(float(np.percentile(lat, 99)), 3),
-        "failures": failures,
-        "loadgen_cpu_share": round(cpu_s / seconds / (os.cpu_count() or 1), 3),
-    }
-
-
-def cpu_time() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
 def in_process(path: str, width: int, concurrency: int, seconds: float, batch: int) -> dict:
     import onnxruntime as ort
 
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).random((batch, width), dtype=np.float32)
-    latencies: list[float] = []
-    lock = threading.Lock()
-    deadline = time.monotonic() + seconds
+    feed = {"x": np.random.default_rng(0).random((batch, width), dtype=np.float32)}
 
-    def loop():
-        mine = []
-        while time.monotonic() < deadline:
-            t0 = time.perf_counter()
-            session.run(None, {"x": x})
-            mine.append(time.perf_counter() - t0)
-        with lock:
-            latencies.extend(mine)
+    def call() -> str:
+        session.run(None, feed)
+        return ""
 
-    t0 = time.monotonic()
-    threads = [threading.Thread(target=loop) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.monotonic() - t0
-    result = summarise(latencies, len(latencies) * batch, elapsed, 0, 0.0)
-    result["loadgen_cpu_share"] = None  # the load is the computation itself here
-    return result
-
-
-async def closed_loop(call, concurrency: int, seconds: float) -> tuple[list[float], int]:
-    latencies: list[float] = []
-    failures = 0
-    deadline = time.monotonic() + seconds
-
-    async def worker():
-        nonlocal failures
-        while time.monotonic() < deadline:
-            t0 = time.perf_counter()
-            try:
-                await call()
-                latencies.append(time.perf_counter() - t0)
-            except Exception:  # counted as a failure of the path under test
-                failures += 1
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, failures
+    return summary_row(run_threads(lambda _: call, concurrency, seconds), rows_per_request=batch)  # the load is the computation
 
 
 def triton_path(url: str, protocol: str, model: str, width: int, concurrency: int, seconds: float, input_name: str = "x") -> dict:
@@ -128,15 +68,15 @@ def triton_path(url: str, protocol: str, model: str, width: int, concurrency: in
         tensor = client_mod.InferInput(input_name, [1, width], "FP32")
         tensor.set_data_from_numpy(x)
 
-        async def call():
+        async def call() -> str:
             await client.infer(model, [tensor])
+            return ""
 
-        await call()
-        c0, t0 = cpu_time(), time.monotonic()
-        latencies, failures = await closed_loop(call, concurrency, seconds)
-        elapsed, cpu = time.monotonic() - t0, cpu_time() - c0
-        await client.close()
-        return summarise(latencies, len(latencies), elapsed, failures, cpu)
+        try:
+            await call()
+            return await measured(lambda _: call, concurrency, seconds)
+        finally:
+            await client.close()
 
     return asyncio.run(run())
 
@@ -148,16 +88,14 @@ def json_path(url: str, body: dict, concurrency: int, seconds: float, headers: d
     async def run():
         connector = aiohttp.TCPConnector(limit=concurrency)
         async with aiohttp.ClientSession(connector=connector, headers=headers or {}) as session:
-            async def call():
+            async def call() -> str:
                 async with session.post(url, json=body) as response:
                     response.raise_for_status()
                     await response.read()
+                return ""
 
             await call()
-            c0, t0 = cpu_time(), time.monotonic()
-            latencies, failures = await closed_loop(call, concurrency, seconds)
-            elapsed, cpu = time.monotonic() - t0, cpu_time() - c0
-        return summarise(latencies, len(latencies), elapsed, failures, cpu)
+            return await measured(lambda _: call, concurrency, seconds)
 
     return asyncio.run(run())
 
@@ -167,36 +105,17 @@ def naive_path(url: str, width: int, concurrency: int, seconds: float) -> dict:
     return json_path(f"http://{url}/predict", body, concurrency, seconds)
 
 
-def wait_http(url: str, timeout: float = 60) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://{url}/docs", timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"naive server at {url} did not start")
-
-
 def main() -> int:
     from controlplane.export.exporter import ExportRequest, export_model
     from controlplane.model.config import ServingOptions, VersionPolicy
     from controlplane.model.signature import TensorSpec
     from controlplane.store import open_store
     from controlplane.store.repository import Repository
-    from controlplane.triton.server.local import LocalServers, ServerOptions
+    from controlplane.triton.server.local import LocalServers
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--concurrency", default="1,4,16,64")
+    parser = load_arguments()
     parser.add_argument("--models", default="demo,large")
-    parser.add_argument("--out", default="bench-out")
     args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="mlctl-bench-"))
     (work / "repo").mkdir()
     repo = Repository(open_store(str(work / "repo")))
@@ -211,16 +130,17 @@ def main() -> int:
         widths[kind], onnx_files[kind] = width, str(bundle.path / "model.onnx")
 
     servers = LocalServers(work / "home")
-    state = servers.start(ServerOptions(repository=repo.uri, name="bench", http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()))
+    state = servers.start(triton_options(repo.uri, "bench"))
     naive = {}
     results = []
     try:
         for kind in widths:
             port = free_port()
-            naive[kind] = (subprocess.Popen([sys.executable, str(HERE / "naive_server.py"), onnx_files[kind], str(port)]), f"127.0.0.1:{port}")
-            wait_http(naive[kind][1])
+            proc = start_listening([sys.executable, str(HERE / "naive_server.py"), onnx_files[kind], str(port)], port,
+                                   f"naive server ({kind} model)")
+            naive[kind] = (proc, f"127.0.0.1:{port}")
         for kind, width in widths.items():
-            for c in levels:
+            for c in args.concurrency:
                 paths = {
                     "in-process ORT, 1 row/call": lambda: in_process(onnx_files[kind], width, c, args.seconds, 1),
                     "in-process ORT, 64 rows/call": lambda: in_process(onnx_files[kind], width, c, args.seconds, 64),
@@ -235,12 +155,11 @@ def main() -> int:
                     print(json.dumps(row), flush=True)
     finally:
         for proc, _ in naive.values():
-            proc.terminate()
-            proc.wait(timeout=10)
+            stop(proc)
         servers.stop("bench", grace_s=10)
-    (out / "serving.json").write_text(json.dumps(results, indent=2))
-    write_markdown(results, out / "serving.md")
-    plot(results, out)
+    write_json(args.out, "serving.json", results)
+    write_markdown(results, args.out / "serving.md")
+    plot(results, args.out)
     return 0
 
 
@@ -249,8 +168,9 @@ def write_markdown(results: list[dict], path: Path) -> None:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         share = "-" if r["loadgen_cpu_share"] is None else f"{r['loadgen_cpu_share']:.0%}"
+        p50, p95, p99 = ("-" if r[k] is None else f"{r[k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms"))
         lines.append(f"| {r['model']} | {r['path']} | {r['concurrency']} | {r['rows_per_s']:.0f} | {r['requests_per_s']:.0f} | "
-                     f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['failures']} | {share} |")
+                     f"{p50} | {p95} | {p99} | {r['failures']} | {share} |")
     path.write_text("\n".join(lines) + "\n")
 
 
