@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from controlplane.cli.events import action
 from controlplane.cli.render import emit, emit_json, note
+from controlplane.defaults import CANARY_MIN_REQUESTS, MIN_LABELS
 
 app = typer.Typer(help="A canary: part of a channel's traffic to a new version, judged and decided automatically.", no_args_is_help=True)
-Log = Annotated[Optional[str], typer.Option("--log", envvar="MLCTL_PREDICTION_LOG", help="The gateway's prediction log (evidence for each step).")]
+Log = Annotated[str | None, typer.Option("--log", envvar="MLCTL_PREDICTION_LOG", help="The gateway's prediction log (evidence for each step).")]
 Channel = Annotated[str, typer.Option(help="The channel whose traffic is split.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
-def canaries(ctx: typer.Context, log: Optional[str] = None):
+def canaries(ctx: typer.Context, log: str | None = None):
     from controlplane.cli.lifecycle import lifecycle
     from controlplane.release.canary import Canaries
     from controlplane.store import open_store
@@ -29,10 +30,21 @@ def _show(state, json: bool) -> None:
 
         emit_json(jsonlib.loads(state.to_json()))
         return
-    emit(f"{state.model}: canary v{state.canary} against stable v{state.stable} on {state.channel}: {state.status}, "
-         f"weight {state.weight}% (step {state.step_index + 1} of {len(state.steps)}: {list(state.steps)})")
+    status = "running, holding at its last step" if state.holding else state.status
+    unlabelled = ", may promote without labels (--allow-unlabelled)" if state.allow_unlabelled else ""
+    emit(f"{state.model}: canary v{state.canary} against stable v{state.stable} on {state.channel}: {status}, "
+         f"weight {state.weight}% (step {state.step_index + 1} of {len(state.steps)}: {list(state.steps)}){unlabelled}")
     for decision in state.decisions[-5:]:
         emit(f"  {decision['time']} {decision['action']}: {decision['detail']}")
+
+
+def _judged(state, json: bool) -> None:
+    """Show a state a command judged; an aborted canary then fails the command (exit 6, the reason on stderr)."""
+    from controlplane.release.canary.manager import aborted
+
+    _show(state, json)
+    if state.status == "aborted":
+        raise aborted(state)
 
 
 @app.command()
@@ -42,13 +54,16 @@ def start(
     model: str,
     version: int,
     weight: Annotated[float, typer.Option(help="Percent of traffic to the canary at the first step.")] = 10.0,
-    steps: Annotated[Optional[str], typer.Option(help="Rising weights, e.g. 10,25,50,100 [default: just --weight].")] = None,
-    interval: Annotated[Optional[str], typer.Option(help="Judge and step every so often (e.g. 2m); without it, step by hand.")] = None,
+    steps: Annotated[str | None, typer.Option(help="Rising weights, e.g. 10,25,50,100 [default: just --weight].")] = None,
+    interval: Annotated[str | None, typer.Option(help="Judge and step every so often (e.g. 2m); without it, step by hand.")] = None,
     channel: Channel = "production",
     shadow: Annotated[bool, typer.Option(help="Mirror requests to the canary; answer from stable only.")] = False,
     sticky: Annotated[bool, typer.Option(help="Route by a hash of the X-Client-Key header.")] = False,
-    min_requests: Annotated[int, typer.Option(help="Requests per arm and step before judging.")] = 100,
-    max_seconds: Annotated[float, typer.Option(help="With --interval: give up waiting after this long.")] = 3600.0,
+    min_requests: Annotated[int, typer.Option(help="Requests per arm and step before judging.")] = CANARY_MIN_REQUESTS,
+    min_labels: Annotated[int, typer.Option(help="Labels per arm, over the whole canary, for the accuracy check.")] = MIN_LABELS,
+    allow_unlabelled: Annotated[bool, typer.Option(
+        "--allow-unlabelled", help="Let the last step promote automatically even when the accuracy check is NOT MADE (too few labels).")] = False,
+    max_seconds: Annotated[float, typer.Option(help="With --interval: give up waiting after this long (exit 6).")] = 3600.0,
     log: Log = None,
     json: Json = False,
 ) -> None:
@@ -60,12 +75,11 @@ def start(
     plan = parse_steps(steps, weight)
     seconds = parse_window(interval) if interval else 0.0
     manager = canaries(ctx, log)
-    state = manager.start(model, version, channel, plan, seconds, CanaryPolicy(min_requests=min_requests), shadow, sticky)
+    policy = CanaryPolicy(min_requests=min_requests, min_labels=min_labels)
+    state = manager.start(model, version, channel, plan, seconds, policy, shadow, sticky, allow_unlabelled)
     if interval:
         state = manager.run(model, max_seconds)
-    _show(state, json)
-    if state.status == "aborted":
-        raise typer.Exit(6)
+    _judged(state, json)
 
 
 @app.command()
@@ -78,20 +92,14 @@ def status(ctx: typer.Context, model: str, json: Json = False) -> None:
 @action("canary.step")
 def step(ctx: typer.Context, model: str, log: Log = None, json: Json = False) -> None:
     """Judge the current step now: advance, promote after the last step, or abort on a breach."""
-    state = canaries(ctx, log).step(model)
-    _show(state, json)
-    if state.status == "aborted":
-        raise typer.Exit(6)
+    _judged(canaries(ctx, log).step(model), json)
 
 
 @app.command()
 @action("canary.run")
 def run(ctx: typer.Context, model: str, log: Log = None, max_seconds: Annotated[float, typer.Option()] = 3600.0, json: Json = False) -> None:
-    """Resume judging a running canary every interval (after a restart of mlctl)."""
-    state = canaries(ctx, log).run(model, max_seconds)
-    _show(state, json)
-    if state.status == "aborted":
-        raise typer.Exit(6)
+    """Resume judging a canary started with --interval (after a restart of mlctl); exit 6 if undecided in time."""
+    _judged(canaries(ctx, log).run(model, max_seconds), json)
 
 
 @app.command()

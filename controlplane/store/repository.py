@@ -5,6 +5,7 @@
     <repo>/<model>/<version>/manifest.json   sha256 of every file, provenance, parity, metadata
     <repo>/<model>/configs/<channel>.pbtxt   what a channel's replicas load (version_policy specific [v])
     <repo>/.mlctl/                           mlctl's own state: staging, channels and history, canaries, claims (S3)
+    <repo>/<model>.canary/                   a canary's companion (mlctl canary start), marked by CANARY_MARK: no model
 
 A version exists once its folder holds a manifest. Publishing never overwrites: the version folder
 is assembled apart and moved into place in one step (Store.put_tree, create-only).
@@ -34,12 +35,22 @@ REFERENCE = "reference.npz"
 MARKER = ".mlctl/repository.json"  # also makes an empty S3 prefix a folder tritonserver accepts
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _PUBLISH_ATTEMPTS = 5
+# `<model>.canary` is the Triton model a canary of <model> is served under, so no model may be published by that
+# name; the companion's folder carries CANARY_MARK, and mlctl only ever deletes a folder that carries it.
+CANARY_SUFFIX = ".canary"
+CANARY_MARK = "mlctl-canary.json"
 
 
 def check_model_name(name: str) -> str:
     if not _MODEL_NAME.match(name):
         raise UsageError(
             f"model name {name!r} is not valid", hint="use letters, digits, '_', '-' or '.', starting with a letter or digit"
+        )
+    if name.endswith(CANARY_SUFFIX):
+        raise UsageError(
+            f"model name {name!r} ends with {CANARY_SUFFIX!r}, a suffix reserved for canaries "
+            f"('mlctl canary start {name[: -len(CANARY_SUFFIX)]} VERSION' serves its canary as {name!r})",
+            hint="publish under another name",
         )
     return name
 
@@ -83,12 +94,16 @@ class Repository:
 
     # --- reading ---------------------------------------------------------------------------------
     def model_names(self) -> list[str]:
+        """The models; a canary's companion (`<model>.canary`, made by mlctl) is no model of its own."""
         self.require()
         return [
             n
             for n in self.store.list_dir("")
-            if not n.startswith(".") and CONFIG in self.store.list_dir(n)
+            if not n.startswith(".") and CONFIG in self.store.list_dir(n) and not self.is_canary_companion(n)
         ]
+
+    def is_canary_companion(self, name: str) -> bool:
+        return name.endswith(CANARY_SUFFIX) and CANARY_MARK in self.store.list_dir(name)
 
     def config(self, name: str):
         self._require_model(name)

@@ -1,0 +1,85 @@
+"""The canary's companion: `<model>.canary`, its own Triton model holding a copy of the canary version.
+
+Unversioned requests to `<model>` therefore keep reaching the stable version (the canary is never the highest
+version of `<model>`). mlctl marks the folder it made (CANARY_MARK, written before anything else) and only ever
+replaces or deletes a folder that carries the mark: a published model of that name (from before the suffix was
+reserved) is refused, never touched, so no immutable version is lost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from controlplane.errors import ConflictError, MlctlError
+from controlplane.release.canary.state import canary_model, now_iso
+from controlplane.store.repository import CANARY_MARK
+
+
+class Companions:
+    def __init__(self, lifecycle, say: Callable[[str], None]) -> None:
+        self.lifecycle = lifecycle
+        self.repo = lifecycle.repo
+        self.store = lifecycle.repo.store
+        self.say = say
+
+    def check_free(self, model: str) -> None:
+        """ConflictError when `<model>.canary` holds anything mlctl did not make as a companion."""
+        name = canary_model(model)
+        if self.store.list_dir(name) and not self.repo.is_canary_companion(name):
+            raise ConflictError(
+                f"cannot start a canary of {model!r}: {self.repo.uri}/{name} is a published model, not a canary companion "
+                f"made by mlctl, and the canary would be served under that name; nothing was changed",
+                hint=f"publish {name!r}'s versions under another name, remove it from the repository yourself, then start again",
+            )
+
+    def install(self, model: str, version: int, channel: str) -> None:
+        """`<model>.canary` holding only this version (checked free first), loaded on the channel's replicas."""
+        from controlplane.model import config as model_config
+
+        self.check_free(model)
+        name = canary_model(model)
+        config = self.repo.config(model)
+        config.name = name
+        model_config.apply_version_policy(config, model_config.VersionPolicy("specific", (version,)))
+        self.store.delete_tree(name)  # a marked companion a previous canary left behind, or nothing
+        mark = {"companion_of": model, "version": version, "channel": channel, "created_at": now_iso()}
+        self.store.write_bytes(f"{name}/{CANARY_MARK}", (json.dumps(mark, indent=1) + "\n").encode())
+        for rel in self.store.list_files(f"{model}/{version}"):
+            self.store.write_bytes(f"{name}/{version}/{rel}", self.store.read_bytes(f"{model}/{version}/{rel}"))
+        self.store.write_bytes(f"{name}/config.pbtxt", model_config.to_pbtxt(config).encode())
+        self._load(name, version, channel, config)
+
+    def _load(self, name: str, version: int, channel: str, config) -> None:
+        from controlplane.model import config as model_config
+        from controlplane.triton.replicas import open_replicas
+
+        replicas = open_replicas(self.lifecycle.targets.replicas(channel), self.lifecycle.control_key)
+        signature = model_config.signature_of(config, api=True)
+        try:
+            for replica in replicas:
+                replica.load(name, model_config.to_json(config))
+                replica.wait_serving(name, version, signature, self.lifecycle.settle_timeout_s)
+        finally:
+            for replica in replicas:
+                replica.close()
+
+    def remove(self, model: str, channel: str) -> None:
+        """Unload the companion from the channel's replicas and delete its folder, if (and only if) it is marked."""
+        from controlplane.triton.replicas import Replica
+
+        name = canary_model(model)
+        if not self.repo.is_canary_companion(name):
+            if self.store.list_dir(name):
+                self.say(f"{self.repo.uri}/{name} carries no canary mark ({CANARY_MARK}): left in place, not unloaded")
+            return
+        for url in self.lifecycle.targets.replicas(channel):
+            try:
+                replica = Replica(url, self.lifecycle.control_key)
+                try:
+                    replica.unload(name)
+                finally:
+                    replica.close()
+            except MlctlError as exc:
+                self.say(f"could not unload {name!r} from {url}: {exc}; it stops when that replica restarts")
+        self.store.delete_tree(name)
