@@ -3,11 +3,17 @@
 # tritonserver (from the nvidia-pytriton wheel), Prometheus (Debian's package) and an S3-compatible server (moto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-  echo "setup: installing Debian's prometheus package (prometheus, promtool)" >&2
+# Debian packages the tests use: prometheus/promtool (metrics tests), chromium and its driver (HTML report
+# and console tests render pages in a real headless browser).
+missing=()
+for tool in prometheus promtool chromium chromedriver; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages for ${missing[*]}" >&2
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus chromium chromium-driver >/dev/null
 fi
 bash scripts/setup.sh
 bash scripts/kubectl.sh
