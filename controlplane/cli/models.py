@@ -21,20 +21,26 @@ def repository(ctx: typer.Context):
 
 @app.command("list")
 def list_models(ctx: typer.Context, json: Json = False) -> None:
-    """Models in the repository, with their format and versions."""
+    """Models in the repository, with their format, versions and the version a canary serves."""
+    from controlplane.release.canary.companion import canary_version
+
     repo = repository(ctx)
-    summaries = [repo.summary(n).to_dict() for n in repo.model_names()]
+    summaries = [{**repo.summary(n).to_dict(), "canary": canary_version(repo, n)} for n in repo.model_names()]
     if json:
         emit_json({"repository": repo.uri, "models": summaries})
         return
-    rows = [[s["name"], s["format"], ",".join(map(str, s["versions"])), s["latest"], s["version_policy"]] for s in summaries]
-    emit(table(["model", "format", "versions", "latest", "policy"], rows))
+    rows = [[s["name"], s["format"], ",".join(map(str, s["versions"])), s["latest"], s["version_policy"], s["canary"]]
+            for s in summaries]
+    emit(table(["model", "format", "versions", "latest", "policy", "canary"], rows))
 
 
 @app.command()
 def versions(ctx: typer.Context, name: str, json: Json = False) -> None:
     """The published versions of a model, from their manifests."""
+    from controlplane.release.canary.companion import refuse_companion
+
     repo = repository(ctx)
+    refuse_companion(repo, name)
     manifests = [repo.manifest(name, v).summary() for v in repo.versions(name)]
     if json:
         emit_json({"repository": repo.uri, "model": name, "versions": manifests})

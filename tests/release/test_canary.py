@@ -9,14 +9,18 @@ import signal
 import subprocess
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support import ADMIN_KEY, MLCTL, call, free_port, run_mlctl
+from support import ADMIN_KEY, MLCTL, call, free_port, run_mlctl, wait_until
 
+from controlplane.feedback.predlog import read_tables
 from controlplane.model.bundle import ExportBundle
 from controlplane.model.config import ServingOptions
+from controlplane.release.canary import CanaryPolicy, CanaryState, CanaryStore
+from controlplane.release.canary.judge import arms_from_log
 from controlplane.release.lifecycle import Lifecycle
 from controlplane.store import open_store
 from controlplane.store.repository import Repository
@@ -59,6 +63,20 @@ def stage(tmp_path_factory, exports):
     heavy = torch.nn.Sequential(torch.nn.Linear(8, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 4096), torch.nn.ReLU(),
                                 torch.nn.Linear(4096, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 4)).eval()
     torch.jit.trace(heavy, torch.zeros(1, 8)).save(str(slow / "model.pt"))
+    # a clearly worse model with the same signature: the good one's scores negated, so its class is never stable's
+    class Negated(torch.nn.Module):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return -self.inner(x)
+
+    weak = root / "weak-export"
+    weak.mkdir()
+    shutil.copy(exports["mlp"].path / "export.json", weak / "export.json")
+    shutil.copy(exports["mlp"].path / "model.onnx", weak / "model.onnx")
+    torch.jit.trace(Negated(torch.jit.load(str(exports["mlp"].path / "model.pt"))), torch.zeros(1, 8)).save(str(weak / "model.pt"))
     servers = LocalServers(root / "home")
     replica = servers.start(ServerOptions(repository=str(root / "repo"), name="prod", channel="production", http_port=free_port(),
                                           grpc_port=free_port(), metrics_port=free_port()))
@@ -67,37 +85,47 @@ def stage(tmp_path_factory, exports):
     gateway = subprocess.Popen([MLCTL, "gateway", "serve", "--port", str(port), "--triton-url", replica.grpc_url,
                                 "--log", str(root / "log"), "--flush-rows", "200", "--flush-seconds", "0.3"], env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
+
+    def healthy() -> bool:
         try:
-            if call(url, "/healthz", key=None)[0] == 200:
-                break
+            return call(url, "/healthz", key=None)[0] == 200
         except OSError:
-            time.sleep(0.2)
-        assert time.monotonic() < deadline
+            return False
+
+    wait_until(healthy, 30, f"gateway on {url}", give_up=lambda: gateway.poll() is not None and "it exited")
     env = {"MLCTL_REPOSITORY": str(root / "repo"), "MLCTL_TARGETS_PRODUCTION": replica.grpc_url, "MLCTL_PREDICTION_LOG": str(root / "log")}
     try:
         yield {"root": root, "repo": Repository(open_store(str(root / "repo"))), "replica": replica, "url": url, "env": env,
-               "bad": ExportBundle.load(bad), "slow": ExportBundle.load(slow), "good": exports["mlp"]}
+               "bad": ExportBundle.load(bad), "slow": ExportBundle.load(slow), "weak": ExportBundle.load(weak), "good": exports["mlp"]}
     finally:
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(timeout=30)
         servers.stop("prod", grace_s=10)
 
 
-def prepare(stage, name: str) -> None:
-    """TorchScript v1 and v2 good, v3 failing on real inputs, v4 slow; production at v1."""
+def prepare(stage, name: str, bundles: tuple[str, ...] = ("good", "good", "bad", "slow")) -> None:
+    """By default TorchScript v1 and v2 good, v3 failing on real inputs, v4 slow; production at v1."""
     repo = stage["repo"]
-    for bundle in (stage["good"], stage["good"], stage["bad"], stage["slow"]):
-        repo.publish(bundle, name, "torchscript", ServingOptions())
+    for bundle in bundles:
+        repo.publish(stage[bundle], name, "torchscript", ServingOptions())
     Lifecycle(repo, Targets({"production": (stage["replica"].grpc_url,)})).promote(name, 1, "production")
+
+
+def logged(stage, model: str, stable: int, canary: int) -> dict[str, dict]:
+    """Per-arm figures in the gateway's prediction log so far (the judge's own reading of it)."""
+    return arms_from_log(*read_tables(open_store(str(stage["root"] / "log")), model), model, stable, canary,
+                         datetime(2000, 1, 1, tzinfo=UTC))
+
+
+def history(env: dict, model: str) -> list[dict]:
+    return json.loads(run_mlctl("history", model, "--json", env=env).stdout)["history"]
 
 
 class Traffic:
     """Requests through the gateway until stopped; counts answers per version and failures."""
 
-    def __init__(self, url: str, model: str, threads: int = 4) -> None:
-        self.url, self.model = url, model
+    def __init__(self, url: str, model: str, threads: int = 4, label: bool = False) -> None:
+        self.url, self.model, self.label = url, model, label  # label: feedback = the class answered (always right)
         self.versions: dict[str, int] = {}
         self.failures = 0
         self.lock = threading.Lock()
@@ -113,6 +141,10 @@ class Traffic:
                     self.versions[body["version"]] = self.versions.get(body["version"], 0) + 1
                 else:
                     self.failures += 1
+            if status == 200 and self.label:
+                answer = body["predictions"][0]
+                call(self.url, "/v1/feedback", {"prediction_id": answer["prediction_id"], "label": answer["predicted_class"]},
+                     key=ADMIN_KEY)
 
     def __enter__(self):
         for t in self.threads:
@@ -135,15 +167,40 @@ def test_bad_input_is_refused_and_changes_nothing(stage):
     assert run_mlctl("canary", "start", "cbad", "2", "--weight", "10", env=env).returncode == 0
     second = run_mlctl("canary", "start", "cbad", "2", "--weight", "10", env=env)
     assert second.returncode == 4 and "already has a running canary" in second.stderr
+    by_hand = run_mlctl("canary", "run", "cbad", "--max-seconds", "5", env=env)  # started without --interval
+    assert by_hand.returncode == 2 and by_hand.stdout == ""
+    assert "started without --interval" in by_hand.stderr and "mlctl canary step cbad" in by_hand.stderr
+    state = json.loads(run_mlctl("canary", "status", "cbad", "--json", env=env).stdout)
+    assert (state["status"], state["interval_s"], state["weight"]) == ("running", 0.0, 10.0)  # unchanged
     assert run_mlctl("canary", "abort", "cbad", env=env).returncode == 0
     assert json.loads(run_mlctl("canary", "status", "cbad", "--json", env=env).stdout)["status"] == "aborted"
+
+
+def test_a_canary_companion_is_shown_under_its_model_not_as_a_model(stage):
+    prepare(stage, "clist", ("good", "good"))
+    env = stage["env"]
+    assert run_mlctl("canary", "start", "clist", "2", "--weight", "10", env=env).returncode == 0
+    listed = run_mlctl("model", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    models = {m["name"]: m for m in json.loads(listed.stdout)["models"]}
+    assert "clist.canary" not in models and models["clist"]["canary"] == 2 and models["clist"]["versions"] == [1, 2]
+    text = run_mlctl("model", "list", env=env)
+    assert text.returncode == 0 and "clist.canary" not in text.stdout and text.stdout.splitlines()[0].split()[-1] == "canary"
+    versions = run_mlctl("model", "versions", "clist.canary", "--json", env=env)
+    assert versions.returncode == 2 and versions.stdout == ""
+    assert "'clist.canary' is not a model: it is the canary companion of 'clist'" in versions.stderr
+    assert "mlctl canary status clist" in versions.stderr
+    assert run_mlctl("canary", "abort", "clist", env=env).returncode == 0
+    after = {m["name"]: m for m in json.loads(run_mlctl("model", "list", "--json", env=env).stdout)["models"]}
+    assert after["clist"]["canary"] is None
 
 
 def test_split_follows_the_weight_and_direct_requests_stay_on_stable(stage):
     prepare(stage, "csplit")
     env = stage["env"]
     assert run_mlctl("canary", "start", "csplit", "2", "--weight", "30", env=env).returncode == 0
-    time.sleep(1.2)  # the gateway re-reads canary state every second
+    wait_until(lambda: call(stage["url"], "/v1/models/csplit/predict", ROW, key=ADMIN_KEY)[1].get("version") == "2", 10,
+               "the gateway routing to the canary")  # it re-reads the canary state every second
     counts: dict[str, int] = {}
     for _ in range(2000):
         status, body = call(stage["url"], "/v1/models/csplit/predict", ROW, key=ADMIN_KEY)
@@ -185,11 +242,12 @@ def test_a_failing_canary_is_aborted_automatically(stage):
 def test_a_good_canary_promotes_itself(stage):
     prepare(stage, "cgood")
     env = stage["env"]
-    with Traffic(stage["url"], "cgood"):
+    with Traffic(stage["url"], "cgood", label=True):
         result = run_mlctl("canary", "start", "cgood", "2", "--steps", "50,100", "--interval", "2s", "--min-requests", "20",
-                           "--max-seconds", "60", env=env)
+                           "--min-labels", "20", "--max-seconds", "60", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert json.loads(run_mlctl("canary", "status", "cgood", "--json", env=env).stdout)["status"] == "promoted"
+    state = json.loads(run_mlctl("canary", "status", "cgood", "--json", env=env).stdout)
+    assert state["status"] == "promoted" and state["decisions"][-1]["evidence"]["checks"]["accuracy"]["status"] == "passed"
     assert json.loads(run_mlctl("status", "cgood", "--json", env=env).stdout)["channels"]["production"]["version"] == 2
     actions = [h["action"] for h in json.loads(run_mlctl("history", "cgood", "--json", env=env).stdout)["history"]]
     assert actions[:2] == ["promote", "canary-start"] and "canary-step" in actions and actions[-2:] == ["promote", "canary-promote"]
@@ -210,17 +268,87 @@ def test_a_slow_canary_is_aborted_on_latency(stage):
 
 
 def test_shadow_mode_answers_from_stable_and_still_judges_the_canary(stage):
-    prepare(stage, "cshadow")
+    prepare(stage, "cshadow", ("good", "good"))
     env = stage["env"]
-    assert run_mlctl("canary", "start", "cshadow", "2", "--shadow", "--weight", "100", "--min-requests", "20", env=env).returncode == 0
-    time.sleep(1.2)  # the gateway's next read of the canary state
-    with Traffic(stage["url"], "cshadow") as traffic:
-        time.sleep(3.0)
+    started = run_mlctl("canary", "start", "cshadow", "2", "--shadow", "--weight", "100", "--min-requests", "20",
+                        "--allow-unlabelled", env=env)
+    assert started.returncode == 0, started.stderr
+    with Traffic(stage["url"], "cshadow") as traffic:  # until the mirrored requests are in the log
+        wait_until(lambda: logged(stage, "cshadow", 1, 2)["canary"]["requests"] >= 20, 60, "20 shadow records in the log")
     assert traffic.failures == 0 and set(traffic.versions) == {"1"}  # every answer came from stable
-    time.sleep(0.6)  # the log's flush interval
     judged = run_mlctl("canary", "step", "cshadow", "--json", env=env)
     assert judged.returncode == 0, judged.stdout + judged.stderr
     state = json.loads(judged.stdout)
-    assert state["status"] == "promoted"
+    assert state["status"] == "promoted" and state["allow_unlabelled"] is True  # the user's opt-out, in the state
     evidence = state["decisions"][-1]["evidence"]
     assert evidence["canary"]["requests"] >= 20 and evidence["canary"]["errors"] == 0  # the mirrored requests
+    assert evidence["checks"]["accuracy"]["status"] == "not made"  # reported as not made, never as passed
+    start = [h for h in history(env, "cshadow") if h["action"] == "canary-start"][-1]
+    assert "--allow-unlabelled" in start["detail"]  # and in the history
+
+
+def test_a_worse_shadow_canary_without_labels_is_not_promoted(stage):
+    """The reported incident: a weak version in shadow mode, no labels. It must hold, and `run` must fail."""
+    prepare(stage, "cweak", ("good", "weak"))
+    env = stage["env"]
+    with Traffic(stage["url"], "cweak"):
+        result = run_mlctl("canary", "start", "cweak", "2", "--shadow", "--weight", "30", "--interval", "1s",
+                           "--min-requests", "20", "--max-seconds", "12", env=env)
+    assert result.returncode == 6, result.stdout + result.stderr
+    assert "passed its last step but was not promoted: accuracy not made: 0 of 50 labels on the canary" in result.stderr
+    assert "--allow-unlabelled" in result.stderr and result.stdout == ""
+    state = json.loads(run_mlctl("canary", "status", "cweak", "--json", env=env).stdout)
+    assert (state["status"], state["weight"], state["step_index"]) == ("running", 30.0, 0)  # holds at its last step
+    hold = state["decisions"][-1]
+    assert hold["action"] == "canary-hold" and hold["detail"].startswith("not promoted automatically: accuracy not made: 0 of 50")
+    assert [h["action"] for h in history(env, "cweak")].count("canary-hold") == 1  # recorded once, when the hold began
+    assert "canary-promote" not in [h["action"] for h in history(env, "cweak")]
+    assert json.loads(run_mlctl("status", "cweak", "--json", env=env).stdout)["channels"]["production"]["version"] == 1
+    assert run_mlctl("canary", "abort", "cweak", env=env).returncode == 0
+
+
+def test_a_worse_shadow_canary_with_labels_is_aborted_on_accuracy(stage):
+    prepare(stage, "clabel", ("good", "weak"))
+    env = stage["env"]
+    started = run_mlctl("canary", "start", "clabel", "2", "--shadow", "--weight", "100", "--min-requests", "20",
+                        "--min-labels", "20", env=env)
+    assert started.returncode == 0, started.stderr
+    with Traffic(stage["url"], "clabel", label=True) as traffic:  # labels: the class stable answered, always right
+        wait_until(lambda: logged(stage, "clabel", 1, 2)["canary"]["labelled"] >= 20, 60, "20 labelled shadow records")
+    assert traffic.failures == 0 and set(traffic.versions) == {"1"}
+    judged = run_mlctl("canary", "step", "clabel", "--json", env=env)
+    assert judged.returncode == 6, judged.stdout + judged.stderr
+    assert "was aborted: automatic: accuracy 0.0% is 100.0% below stable's 100.0%" in judged.stderr
+    state = json.loads(judged.stdout)
+    assert state["status"] == "aborted" and state["decisions"][-1]["evidence"]["checks"]["accuracy"]["status"] == "breached"
+    assert "accuracy" in [h for h in history(env, "clabel") if h["action"] == "canary-abort"][-1]["detail"]
+    assert json.loads(run_mlctl("status", "clabel", "--json", env=env).stdout)["channels"]["production"]["version"] == 1
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+def test_the_canary_suffix_is_reserved_and_a_published_model_of_that_name_is_never_touched(stage, tmp_path):
+    prepare(stage, "cpub", ("good", "good"))
+    env, root = stage["env"], stage["root"] / "repo"
+    refused = run_mlctl("publish", str(stage["good"].path), "--name", "cpub.canary", "--format", "torchscript", env=env)
+    assert refused.returncode == 2 and "reserved for canaries" in refused.stderr and not (root / "cpub.canary").exists()
+    # a model published under that name before the suffix was reserved: immutable versions with manifests
+    shutil.copytree(root / "cpub", root / "cpub.canary", ignore=shutil.ignore_patterns("configs"))
+    (root / "cpub.canary" / "config.pbtxt").write_text((root / "cpub" / "config.pbtxt").read_text().replace('"cpub"', '"cpub.canary"'))
+    before = tree(root / "cpub.canary")
+    start = run_mlctl("canary", "start", "cpub", "2", "--weight", "10", env=env)
+    assert start.returncode == 4, start.stdout + start.stderr
+    assert "is a published model, not a canary companion" in start.stderr and "nothing was changed" in start.stderr
+    assert tree(root / "cpub.canary") == before and stage["repo"].verify("cpub.canary", 1) == []
+    assert not (root / ".mlctl" / "canary" / "cpub.json").exists()
+    assert "canary-start" not in [h["action"] for h in history(env, "cpub")]
+    listed = {m["name"] for m in json.loads(run_mlctl("model", "list", "--json", env=env).stdout)["models"]}
+    assert "cpub.canary" in listed  # a published model stays a model
+    # a running canary state for it (e.g. written by an older mlctl): abort stops routing, deletes nothing unmarked
+    state = CanaryState.begin("cpub", "production", 1, 2, (10.0,), 0.0, CanaryPolicy())
+    CanaryStore(stage["repo"].store).save(state, None)
+    aborted = run_mlctl("canary", "abort", "cpub", env=env)
+    assert aborted.returncode == 0, aborted.stderr
+    assert "carries no canary mark" in aborted.stderr and tree(root / "cpub.canary") == before

@@ -11,9 +11,35 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from controlplane.errors import ConflictError, MlctlError
+from controlplane.errors import ConflictError, MlctlError, NotFoundError, UsageError
 from controlplane.release.canary.state import canary_model, now_iso
-from controlplane.store.repository import CANARY_MARK
+from controlplane.store.repository import CANARY_MARK, CANARY_SUFFIX, Repository
+
+
+def companion_of(repo: Repository, name: str) -> str | None:
+    """The model whose canary companion `name` is; None when `name` is no companion."""
+    return name[: -len(CANARY_SUFFIX)] if repo.is_canary_companion(name) else None
+
+
+def canary_version(repo: Repository, model: str) -> int | None:
+    """The version `model`'s companion serves now; None when it has none."""
+    name = canary_model(model)
+    if not repo.is_canary_companion(name):
+        return None
+    try:
+        versions = repo.versions(name)
+    except NotFoundError:  # being installed: marked, no config yet
+        return None
+    return max(versions) if versions else None
+
+
+def refuse_companion(repo: Repository, name: str) -> None:
+    """UsageError when `name` is a canary companion, where a model is wanted."""
+    model = companion_of(repo, name)
+    if model is not None:
+        raise UsageError(f"{name!r} is not a model: it is the canary companion of {model!r} (the version its canary serves, "
+                         f"made by 'mlctl canary start')",
+                         hint=f"see 'mlctl canary status {model}', or 'mlctl model versions {model}'")
 
 
 class Companions:

@@ -20,7 +20,8 @@ from controlplane.errors import (
     NotFoundError,
     UsageError,
 )
-from controlplane.release.canary.companion import Companions
+from controlplane.quality.checks import NOT_MADE
+from controlplane.release.canary.companion import Companions, refuse_companion
 from controlplane.release.canary.judge import (
     BREACH,
     WAIT,
@@ -38,7 +39,6 @@ from controlplane.release.canary.state import (
     decision,
     now_iso,
 )
-from controlplane.store.repository import CANARY_SUFFIX
 
 
 class Canaries:
@@ -54,9 +54,7 @@ class Canaries:
     def start(self, model: str, version: int, channel: str, steps: tuple[float, ...], interval_s: float,
               policy: CanaryPolicy, shadow: bool = False, sticky: bool = False, allow_unlabelled: bool = False) -> CanaryState:
         """Check everything first (nothing changes on a refusal), then serve the companion and write the state."""
-        if self.repo.is_canary_companion(model):
-            raise UsageError(f"{model!r} is a canary companion, not a model",
-                             hint=f"start the canary of the model itself: mlctl canary start {model[: -len(CANARY_SUFFIX)]} VERSION")
+        refuse_companion(self.repo, model)
         self.repo.manifest(model, version)  # NotFoundError for an unknown version
         problems = self.repo.verify(model, version)
         if problems:
@@ -144,7 +142,10 @@ class Canaries:
         gap = promotion_gap(evidence, state.allow_unlabelled)
         if gap:
             return self._hold(state, token, gap, evidence), gap
-        return self._promote(state, token, f"automatic: every step passed: {evidence['reason']}", evidence), evidence["reason"]
+        unchecked = " (accuracy not checked: started with --allow-unlabelled)" if state.allow_unlabelled and \
+            evidence["checks"]["accuracy"]["status"] == NOT_MADE else ""
+        reason = f"automatic: every step passed{unchecked}: {evidence['reason']}"
+        return self._promote(state, token, reason, evidence), evidence["reason"]
 
     def _judge(self, state: CanaryState) -> tuple[str, dict]:
         """Error rate and p99 from this step's requests; accuracy from the whole canary's labels."""
