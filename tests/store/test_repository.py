@@ -134,3 +134,19 @@ def test_kill_9_during_publish_leaves_only_complete_versions(repo, exports, tmp_
         assert all(repo.verify("big", v) == [] for v in numbered)
     # and the repository still takes a publish afterwards
     assert repo.publish(ExportBundle.load(big), "big", "onnx", ServingOptions()).version >= 1
+
+
+def test_the_canary_suffix_is_reserved_and_only_a_marked_companion_is_no_model(repo, exports):
+    import shutil
+
+    from controlplane.store.repository import CANARY_MARK
+
+    with pytest.raises(UsageError, match="reserved for canaries"):
+        repo.publish(exports["mlp"], "m.canary", "onnx", ServingOptions())
+    assert repo.store.list_dir("m.canary") == []
+    repo.publish(exports["mlp"], "m", "onnx", ServingOptions())
+    root = repo.store.root
+    shutil.copytree(root / "m", root / "m.canary")  # as published before the suffix was reserved: still a model
+    assert repo.model_names() == ["m", "m.canary"] and not repo.is_canary_companion("m.canary")
+    (root / "m.canary" / CANARY_MARK).write_text("{}")  # what 'mlctl canary start' marks its companion with
+    assert repo.model_names() == ["m"] and repo.is_canary_companion("m.canary") and not repo.is_canary_companion("m")
