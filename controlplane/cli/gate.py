@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from controlplane.cli.render import emit, emit_json, table
+from controlplane.cli.render import emit, emit_json, note, table
 
 GateUrl = Annotated[Optional[str], typer.Option("--url", help="Triton gRPC host:port serving the candidate [default: the channel's first replica].")]
 Thresholds = Annotated[Optional[str], typer.Option("--thresholds", envvar="MLCTL_GATE_THRESHOLDS", help="TOML file with a [gate] table.")]
@@ -29,7 +29,7 @@ def run_gate(ctx: typer.Context, model: str, version: int, channel: str, url: Op
             raise UsageError(f"no Triton to gate against: channel {channel!r} has no replicas", hint="pass --url host:port")
         url = replicas[0]
     repo = Repository(open_store(settings.repository)).require()
-    return evaluate(repo, model, version, channel, url, checked, holdout)
+    return evaluate(repo, model, version, channel, url, checked, holdout, progress=note)
 
 
 def show(verdict, json: bool) -> None:

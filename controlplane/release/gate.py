@@ -107,8 +107,10 @@ def load_holdout(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate(repo, model: str, version: int, channel: str, target: str, thresholds: GateThresholds,
-             holdout: Path | None = None, production_channel: str = "production") -> Verdict:
-    """Run every gate (none stops the others) against the Triton at `target` (gRPC host:port)."""
+             holdout: Path | None = None, production_channel: str = "production", progress=None) -> Verdict:
+    """Run every gate (none stops the others) against the Triton at `target` (gRPC host:port). `progress`
+    hears about each long step (the held-out pass, the load)."""
+    say = progress or (lambda _msg: None)
     from controlplane.model import config as model_config
     from controlplane.store.channel_store import ChannelStore
     from controlplane.triton.client import TritonClient
@@ -138,6 +140,7 @@ def evaluate(repo, model: str, version: int, channel: str, target: str, threshol
             raise UsageError(f"held-out features of shape {list(features.shape)} do not fit input {signature.inputs[0].describe(True)}") from exc
     batch = max(signature.max_batch_size, 1)
     with TritonClient(target) as client:
+        say(f"gate: {len(features)} held-out rows through {target}")
         predicted = []
         for start in range(0, len(features), batch):
             answer = client.infer(model, {name: features[start:start + batch]}, version=str(version))
@@ -157,6 +160,7 @@ def evaluate(repo, model: str, version: int, channel: str, target: str, threshol
         floor, basis = accuracy_floor(version, production, baseline, baseline_accuracy, thresholds)
         verdict.gates.append(GateResult("accuracy", floor is None or accuracy >= floor, accuracy, floor,
                                         f"{len(labels)} held-out samples served by v{version}; floor: {basis}"))
+        say(f"gate: load at concurrency {thresholds.concurrency} for {thresholds.load_seconds:g} s (p99, error rate)")
         latencies, failures = _bounded_load(client, model, str(version), {name: features[:1]}, thresholds)
     p99 = float(np.percentile(latencies, 99)) * 1000 if latencies else None
     total = len(latencies) + failures

@@ -27,6 +27,8 @@ def test_a_good_candidate_passes_every_gate(triton, session_repo, thresholds):
     assert verdict["passed"] and set(gates) == {"integrity", "accuracy", "p99_latency", "error_rate"}
     assert gates["accuracy"]["value"] > 0.8  # served answers on the 360-sample reference
     assert gates["error_rate"]["value"] == 0 and gates["p99_latency"]["value"] > 0
+    # the long steps say what they do on stderr, not on stdout (which holds one JSON document)
+    assert "held-out rows through" in result.stderr and "load at concurrency 2 for 1 s" in result.stderr
 
 
 def test_failed_gates_exit_6_and_tool_failures_do_not(triton, session_repo, thresholds):
