@@ -19,6 +19,25 @@ ACCURACY_DROP = 0.05
 MIN_LABELS = 50
 # Share of predictions with feedback below which the quality alerts warn that labels are missing.
 MIN_FEEDBACK_COVERAGE = 0.05
+# Drift test by sample size (as Evidently chooses): below this many current values the KS test (p < KS_ALPHA);
+# from it on KS rejects trivial shifts, so the Wasserstein distance in reference standard deviations is used.
+DRIFT_LARGE_SAMPLE = 1000
+WASSERSTEIN_THRESHOLD = 0.1  # Evidently's default for normed Wasserstein: a tenth of a standard deviation
+# Data quality per feature: more NaN than this share, or more values outside the reference's range, or more
+# integer values unseen in the reference, is a flag (one stray value in a few hundred is not).
+MAX_MISSING_SHARE = 0.01
+MAX_OUT_OF_RANGE_SHARE = 0.05
+MAX_UNSEEN_SHARE = 0.01
+# Multivariate drift: a domain classifier (reference vs window) whose cross-validated AUROC exceeds this tells
+# them apart; 0.5 is chance and its noise at a few hundred rows a side is about +-0.03.
+DOMAIN_AUROC_THRESHOLD = 0.6
+# PCA reconstruction error: a window drifts when its mean error is this many standard errors above the
+# reference's (errors measured out of sample, on the half of the reference the PCA was not fitted on).
+PCA_SIGMAS = 3.0
+PCA_VARIANCE = 0.65  # components kept: this share of the reference's variance (NannyML's default)
+# Embedding drift (output vectors): the share of components that drift, each by the test chosen by sample size.
+EMBEDDING_DRIFTED_SHARE = 0.2
+MMD_ALPHA = 0.01  # permutation test of the maximum mean discrepancy (RBF kernel, median heuristic)
 
 # --- canary ------------------------------------------------------------------------------------------
 CANARY_MIN_REQUESTS = 100  # per arm and step before a step is judged
@@ -36,6 +55,9 @@ SERVER_START_TIMEOUT_S = 120.0  # a TorchScript model's stub imports torch: ~4 s
 SWITCH_SETTLE_TIMEOUT_S = 120.0  # a load returns when the version is ready; this bounds a stuck one
 CONTROL_CALL_TIMEOUT_S = 120.0  # gRPC load/unload of a large model
 HEALTH_TIMEOUT_S = 5.0  # a live/ready probe: a replica slower than this is treated as hung
+# The console asks every replica at once with this deadline: a hung replica (kill -STOP) costs its own cell this
+# long, never the page; a replica answering on a busy host takes ~10-50 ms.
+CONSOLE_REPLICA_TIMEOUT_S = 1.0
 
 # --- gateway -----------------------------------------------------------------------------------------
 # Prediction ids a gateway remembers (id -> model, classes) to check feedback without reading the log. An
@@ -48,3 +70,6 @@ GATEWAY_CONFIG_TTL_S = 30.0
 # At shutdown, shadow (mirrored) requests still in flight get this long to finish and be logged before the
 # log is flushed and closed: longer than a canary's p99, shorter than an orchestrator's grace period (30 s).
 GATEWAY_SHADOW_DRAIN_S = 10.0
+# A request Triton's queue policy rejected (queue full) is answered 429 with this Retry-After: a queue that is
+# full drains in well under a second at the stand-ins' rates, and whole seconds are all the header can say.
+GATEWAY_RETRY_AFTER_S = 1

@@ -2,7 +2,8 @@
 
     MlctlError (1)                 operational failure
     ├── UsageError (2)             bad input: arguments, specs, files, tensors
-    │   └── ControlKeyError (2)    a replica refused model control: no control key given, or a wrong one
+    │   ├── ControlKeyError (2)    a replica refused model control: no control key given, or a wrong one
+    │   └── AccessDeniedError (2)  the console refused a change: read-only, a wrong admin key, a bad CSRF token
     ├── NotFoundError (3)          repository, model, version or file missing
     ├── ConflictError (4)          the target exists already, or someone else holds it
     ├── UnavailableError (5)       a server (Triton, S3, Docker, Prometheus) is down or unreachable
@@ -41,6 +42,10 @@ class ControlKeyError(UsageError):
     def __init__(self, message: str, *, key_given: bool, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.key_given = key_given
+
+
+class AccessDeniedError(UsageError):
+    """A caller may not change anything this way (the console answers 403); nothing was changed."""
 
 
 class NotFoundError(MlctlError):

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from controlplane.cli import canary as canary_cli
+from controlplane.cli import console as console_cli
 from controlplane.cli import export as export_cli
 from controlplane.cli import gate as gate_cli
 from controlplane.cli import gateway as gateway_cli
@@ -80,6 +81,7 @@ app.command("reconcile")(lifecycle_cli.reconcile)
 app.command("gate")(gate_cli.gate)
 app.command("health")(health_cli.health)
 app.command("quickstart")(quickstart_cli.quickstart)
+app.command("console")(console_cli.console)
 
 
 def run() -> None:

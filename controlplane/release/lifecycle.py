@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from controlplane.defaults import CONTROL_CALL_TIMEOUT_S
 from controlplane.errors import (
     CheckFailedError,
     ConflictError,
@@ -80,6 +81,7 @@ class Lifecycle:
         control_key: str | None = None,
         progress: Progress | None = None,
         settle_timeout_s: float = 60.0,
+        control_timeout_s: float = CONTROL_CALL_TIMEOUT_S,
     ) -> None:
         self.repo = repo
         self.targets = targets
@@ -87,6 +89,7 @@ class Lifecycle:
         self.channels = ChannelStore(repo.store)
         self.say = progress or (lambda _msg: None)
         self.settle_timeout_s = settle_timeout_s
+        self.control_timeout_s = control_timeout_s  # a replica that does not finish a load within it has failed the switch
 
     # --- promote / rollback ----------------------------------------------------------------------
     def promote(self, model: str, version: int, channel: str, reason: str = "", create_channel: bool = False) -> SwitchReport:
@@ -156,7 +159,7 @@ class Lifecycle:
             return SwitchReport(model, channel, action, current, version, "unchanged")
         base = self.repo.config(model)
         signature = model_config.signature_of(base, api=True)
-        replicas = open_replicas(self.targets.replicas(channel), self.control_key)
+        replicas = open_replicas(self.targets.replicas(channel), self.control_key, self.control_timeout_s)
         actor = current_actor()
         operation = Operation(
             op_id=uuid.uuid4().hex[:12],
@@ -260,7 +263,7 @@ class Lifecycle:
             version = state.channels.get(channel)
             replicas = []
             for url in self.targets.replicas(channel):
-                replicas.append(self._replica_status(url, model, version))
+                replicas.append(self.replica_status(url, model, version))
             channels[channel] = {"version": version, "replicas": replicas}
         return {
             "model": model,
@@ -271,9 +274,10 @@ class Lifecycle:
             "problems": state.inconsistencies(),
         }
 
-    def _replica_status(self, url: str, model: str, version: int | None) -> dict:
+    def replica_status(self, url: str, model: str, version: int | None, timeout_s: float = 120.0) -> dict:
+        """What one replica serves against the channel's `version` (the console asks with a short `timeout_s`)."""
         try:
-            replica = Replica(url, self.control_key)
+            replica = Replica(url, self.control_key, timeout_s=timeout_s)
             try:
                 served = sorted(replica.served(model))
             finally:
@@ -306,7 +310,7 @@ class Lifecycle:
                     changes.append({"model": model, "channel": channel, "what": f"config file set to version {version}"})
                 for url in self.targets.replicas(channel):
                     try:
-                        replica = Replica(url, self.control_key)
+                        replica = Replica(url, self.control_key, self.control_timeout_s)
                         try:
                             replica.wait_settled(model, self.settle_timeout_s)
                             served = replica.served(model)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from controlplane.defaults import CONTROL_CALL_TIMEOUT_S, HEALTH_TIMEOUT_S
 from controlplane.errors import ControlKeyError, ServerError, UnavailableError
 from controlplane.model.signature import Signature, wire_type
 from controlplane.triton.failures import Failure, classify
@@ -19,10 +20,12 @@ CONTROL_HEADER = "mlctl-control-key"  # the <key> of --grpc-restricted-protocol=
 
 
 class Replica:
-    def __init__(self, url: str, control_key: str | None = None, timeout_s: float = 120.0) -> None:
+    def __init__(self, url: str, control_key: str | None = None, timeout_s: float = CONTROL_CALL_TIMEOUT_S) -> None:
         import tritonclient.grpc as grpcclient
 
         self.url, self.timeout_s = url, timeout_s
+        # every call has a deadline: a hung replica (stopped, partitioned) fails the call instead of holding it
+        self.query_timeout_s = min(timeout_s, HEALTH_TIMEOUT_S)
         self._grpc = grpcclient
         self._client = grpcclient.InferenceServerClient(url)
         self._headers = {f"triton-grpc-protocol-{CONTROL_HEADER}": control_key} if control_key else None
@@ -54,15 +57,16 @@ class Replica:
 
     def live(self) -> bool:
         with self._errors("health check"):
-            return self._client.is_server_live(client_timeout=5)
+            return self._client.is_server_live(client_timeout=self.query_timeout_s)
 
     def ready(self) -> bool:
         with self._errors("readiness check"):
-            return self._client.is_server_ready(client_timeout=5)
+            return self._client.is_server_ready(client_timeout=self.query_timeout_s)
 
     def index(self) -> list[dict]:
         with self._errors("repository index"):
-            return self._client.get_model_repository_index(headers=self._headers, as_json=True).get("models", [])
+            return self._client.get_model_repository_index(headers=self._headers, as_json=True,
+                                                           client_timeout=self.timeout_s).get("models", [])
 
     def served(self, model: str) -> set[int]:
         """Versions of `model` this replica has READY."""
@@ -98,7 +102,7 @@ class Replica:
             tensor.set_data_from_numpy(np.zeros(shape, dtype=spec.dtype))
             inputs.append(tensor)
         with self._errors(f"probe request to {model!r}"):
-            response = self._client.infer(model, inputs, client_timeout=30)
+            response = self._client.infer(model, inputs, client_timeout=self.query_timeout_s)
         return str(response.get_response(as_json=True).get("model_version", ""))
 
     def wait_serving(self, model: str, version: int, signature: Signature, timeout_s: float = 60.0) -> None:
@@ -113,10 +117,10 @@ class Replica:
         raise ServerError(f"replica {self.url} did not settle on version {version} of {model!r} (serving {sorted(served)})")
 
 
-def open_replicas(urls: tuple[str, ...], control_key: str | None) -> list[Replica]:
+def open_replicas(urls: tuple[str, ...], control_key: str | None, timeout_s: float = CONTROL_CALL_TIMEOUT_S) -> list[Replica]:
     """Clients for every replica, after checking each is reachable and accepts our control key:
     a bad target is found before anything changes."""
-    replicas = [Replica(u, control_key) for u in urls]
+    replicas = [Replica(u, control_key, timeout_s) for u in urls]
     unreachable = []
     try:
         for replica in replicas:
