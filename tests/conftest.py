@@ -80,7 +80,11 @@ def session_repo(tmp_path_factory, exports, digits_split) -> Repository:
     work = tmp_path_factory.mktemp("classifier")
     bundle = export_model(ExportRequest("controlplane.demo.digits:build_classifier (trained in tests)", (parse_tensor_spec("pixels:float32:64"),),
                                         work / "export", ("probabilities",), formats=("onnx",)), model=model)
-    np.savez(work / "reference.npz", features=x_ref, predicted=demo.predict(model, x_ref), labels=y_ref)
+    import torch
+
+    with torch.inference_mode():
+        scores = model(torch.from_numpy(x_ref)).numpy()
+    np.savez(work / "reference.npz", features=x_ref, predicted=demo.predict(model, x_ref), labels=y_ref, outputs=scores)
     repo.publish(bundle, "classifier", "onnx", ServingOptions(), {}, work / "reference.npz")
     # config says FP64 where the model returns float32: the stand-in must refuse, as native backends do
     shutil.copytree(root / "mlp", root / "liar")

@@ -17,13 +17,13 @@ Window = Annotated[str, typer.Option(help="How far back, e.g. 1h, 30m, 7d.")]
 AllowEmpty = Annotated[bool, typer.Option("--allow-empty", help="No predictions in the window is an answer, not a failure.")]
 
 
-def _report(ctx: typer.Context, model: str, log: str, version: str | None, window: str) -> dict:
+def _report(ctx: typer.Context, model: str, log: str, version: str | None, window: str, segment_feature: str | None = None) -> dict:
     from controlplane.observe.metrics.definitions import parse_window
     from controlplane.quality.monitor import MonitorOptions, load_report
     from controlplane.store import open_store
     from controlplane.store.repository import Repository
 
-    options = MonitorOptions(model=model, version=version, window_s=parse_window(window))
+    options = MonitorOptions(model=model, version=version, window_s=parse_window(window), segment_feature=segment_feature)
     return load_report(Repository(open_store(ctx.obj.repository)), open_store(log), options)
 
 
@@ -37,13 +37,16 @@ def report(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     html: Annotated[Path | None, typer.Option("--html", help="Also write an HTML report with plots.")] = None,
     allow_empty: AllowEmpty = False,
+    segment_feature: Annotated[str | None, typer.Option(
+        "--segment-feature", help="Also rank the worst slices by this input (f0, f1, ...).")] = None,
 ) -> None:
-    """Accuracy and per-class P/R/F1, data/prediction/concept drift, feedback coverage and label delay.
+    """Accuracy (realised and estimated without labels), per-class P/R/F1, data quality, per-feature,
+    multivariate, output, prediction and concept drift, worst slices, feedback coverage and label delay.
     Exit 3 when the window holds no predictions (unless --allow-empty)."""
     from controlplane.errors import NotFoundError
     from controlplane.quality.monitor import no_predictions
 
-    result = _report(ctx, model, log, version, window)
+    result = _report(ctx, model, log, version, window, segment_feature)
     empty = no_predictions(result)
     if empty and not allow_empty:
         raise NotFoundError(empty, hint="check the model, --version, --window and --log (is the gateway logging there?); "
@@ -59,11 +62,17 @@ def report(
     for v, body in result["versions"].items():
         quality = body.get("quality") or {}
         drift = body.get("data_drift") or {}
+        estimated = body.get("estimated") or {}
+        flagged = (body.get("data_quality") or {}).get("flagged")
         rows.append([v, body["predictions"], body["labelled"], _pct(body["coverage"]), _num(quality.get("accuracy")),
-                     _num(body["reference_accuracy"]), "-" if not drift or drift["not_made"] else len(drift["drifted"]),
+                     _num(estimated.get("accuracy")), _num(body["reference_accuracy"]),
+                     "-" if flagged is None or body["data_quality"]["not_made"] else len(flagged),
+                     _made_flag(body.get("multivariate_drift")),
+                     "-" if not drift or drift["not_made"] else len(drift["drifted"]),
                      sum(drift.get("non_finite", {}).values()), _flag((body.get("prediction_drift") or {}).get("drifted")),
                      body["concept_drift"]["status"], _num(body["label_delay"]["median_s"])])
-    emit(table(["version", "predictions", "labelled", "coverage", "accuracy", "reference", "drifted features",
+    emit(table(["version", "predictions", "labelled", "coverage", "accuracy", "estimated", "reference", "quality flags",
+                "multivariate drift", "drifted features",
                 "non-finite values", "prediction drift", "concept drift", "label delay s"], rows))
     if empty:
         note(f"{empty} (allowed by --allow-empty)")
@@ -84,6 +93,13 @@ def check(
         "--allow-missing-labels", help="Accuracy and concept drift without enough labels are reported, not failed.")] = False,
     allow_missing_reference: Annotated[bool, typer.Option(
         "--allow-missing-reference", help="Drift checks of a version without a reference sample are reported, not failed.")] = False,
+    max_quality_issues: Annotated[int | None, typer.Option(help="Fail above this many features flagged by data quality.")] = 0,
+    multivariate: Annotated[bool, typer.Option(help="Check multivariate drift (PCA reconstruction, domain classifier).")] = True,
+    max_estimated_drop: Annotated[float | None, typer.Option(
+        help="Fail when the accuracy estimated without labels (CBPE) is this far below the reference's.")] = None,
+    estimate_missing_labels: Annotated[bool, typer.Option(
+        "--estimate-missing-labels", help="Judge --min-accuracy on the estimated accuracy while labels are too few (said so).")] = False,
+    output_drift: Annotated[bool, typer.Option("--output-drift", help="Also check drift of the output vectors.")] = False,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Exit 6 when a threshold is breached or a check could not be made (no data, too few labels, no
@@ -91,7 +107,9 @@ def check(
     from controlplane.errors import CheckFailedError
     from controlplane.quality.checks import NOT_MADE, Allowed, Thresholds, evaluate
 
-    thresholds = Thresholds(min_accuracy, max_drifted_features, min_coverage)
+    thresholds = Thresholds(min_accuracy, max_drifted_features, min_coverage, max_quality_issues=max_quality_issues,
+                            multivariate=multivariate, max_estimated_drop=max_estimated_drop,
+                            estimate_missing_labels=estimate_missing_labels, output_drift=output_drift)
     allowed = Allowed(allow_empty, allow_missing_labels, allow_missing_reference)
     result = evaluate(_report(ctx, model, log, version, window), thresholds, allowed)
     if json:
@@ -118,6 +136,10 @@ def _num(value) -> str:
 
 def _flag(value) -> str:
     return "-" if value is None else str(value)
+
+
+def _made_flag(section: dict | None) -> str:
+    return "-" if not section or section.get("not_made") else str(section["drifted"])
 
 
 @app.command()

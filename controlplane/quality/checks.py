@@ -23,6 +23,11 @@ class Thresholds:
     max_drifted_features: int | None = 0
     min_coverage: float | None = None
     min_labels: int = defaults.MIN_LABELS  # fewer labels and the accuracy check is not made
+    max_quality_issues: int | None = 0  # features flagged by the data-quality check
+    multivariate: bool = True  # the multivariate-drift check (PCA reconstruction, domain classifier)
+    max_estimated_drop: float | None = None  # opt-in: estimated accuracy (CBPE) this far below the reference breaches
+    estimate_missing_labels: bool = False  # opt-in: an accuracy check short of labels is judged on the estimate
+    output_drift: bool = False  # opt-in: drift of the output vectors (embeddings, scores)
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ def evaluate(report: dict, thresholds: Thresholds = Thresholds(), allowed: Allow
         _data_drift(add, version, body, thresholds)
         _prediction_drift(add, version, body)
         _concept_drift(add, version, body)
+        _beyond_labels(add, version, body, thresholds)
         if thresholds.min_coverage is not None:
             coverage = body["coverage"]
             status = BREACHED if coverage < thresholds.min_coverage else PASSED
@@ -102,6 +108,13 @@ def _accuracy(add, version: str, body: dict, thresholds: Thresholds) -> None:
     if thresholds.min_accuracy is None:
         return
     labelled = body["labelled"]
+    estimated = body.get("estimated") or {}
+    if labelled < thresholds.min_labels and thresholds.estimate_missing_labels and estimated.get("accuracy") is not None:
+        value, (low, high) = estimated["accuracy"], estimated["band"]
+        status = BREACHED if value < thresholds.min_accuracy else PASSED
+        add("accuracy", version, status, f"estimated {value:.4f} [{low:.4f}, {high:.4f}] without labels (CBPE; "
+                                         f"{labelled} labels, {thresholds.min_labels} needed for the realised; minimum {thresholds.min_accuracy})")
+        return
     if labelled < thresholds.min_labels:
         add("accuracy", version, NOT_MADE, f"{labelled} labelled predictions, at least {thresholds.min_labels} needed", NO_LABELS)
         return
@@ -150,3 +163,17 @@ def _concept_drift(add, version: str, body: dict) -> None:
         return
     status = BREACHED if concept["drifted"] else PASSED
     add("concept drift", version, status, f"{concept['judged']} sub-window(s) judged; {concept['rule']}")
+
+
+def _beyond_labels(add, version: str, body: dict, thresholds: Thresholds) -> None:
+    """Data quality, multivariate drift, estimated accuracy and output drift (the checks that need no labels)."""
+    from controlplane.quality.checks_unlabelled import data_quality, estimated_accuracy, multivariate, output_drift
+
+    if thresholds.max_quality_issues is not None:
+        data_quality(add, version, body, thresholds.max_quality_issues)
+    if thresholds.multivariate:
+        multivariate(add, version, body)
+    if thresholds.max_estimated_drop is not None:
+        estimated_accuracy(add, version, body, thresholds.max_estimated_drop)
+    if thresholds.output_drift:
+        output_drift(add, version, body)

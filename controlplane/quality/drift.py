@@ -1,4 +1,4 @@
-"""Data drift (PSI and the two-sample KS test per feature), prediction drift (chi-square on the class
+"""Data drift (PSI and a test chosen by sample size per feature: KS or Wasserstein), prediction drift (chi-square on the class
 distribution) and concept drift (accuracy over windows against the reference, by a documented rule).
 
 Non-finite feature values (NaN, ±inf: a missing value upstream, a division by zero) are no values: the
@@ -29,6 +29,9 @@ class FeatureDrift:
     drifted: bool
     non_finite: int = 0  # NaN/inf values of this feature in the current window, left out of the statistics
     reference_non_finite: int = 0
+    test: str | None = None  # the test chosen by sample size: "ks" (p-value < alpha) or "wasserstein" (normed > threshold)
+    test_score: float | None = None  # the KS p-value, or the Wasserstein distance in reference standard deviations
+    test_threshold: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,8 +62,8 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = PSI_BINS) -> flo
 
 def feature_drift(names: list[str], reference: np.ndarray, current: np.ndarray, psi_threshold: float = defaults.PSI_THRESHOLD,
                   ks_alpha: float = defaults.KS_ALPHA) -> list[FeatureDrift]:
-    """Per feature (columns of 2-D arrays), over its finite values. Drifted: PSI above the threshold and KS
-    significant."""
+    """Per feature (columns of 2-D arrays), over its finite values. Drifted: PSI above the threshold and the
+    test chosen by sample size (`choose_test`) flags it. KS is always computed and reported."""
     from scipy.stats import ks_2samp
 
     out = []
@@ -73,9 +76,23 @@ def feature_drift(names: list[str], reference: np.ndarray, current: np.ndarray, 
             continue
         value = psi(ref, cur)
         ks = ks_2samp(ref, cur)
-        out.append(FeatureDrift(name, value, float(ks.statistic), float(ks.pvalue),
-                                bool(value > psi_threshold and ks.pvalue < ks_alpha), **counts))
+        test, score, threshold, flagged = choose_test(ref, cur, float(ks.pvalue), ks_alpha)
+        out.append(FeatureDrift(name, value, float(ks.statistic), float(ks.pvalue), bool(value > psi_threshold and flagged),
+                                **counts, test=test, test_score=score, test_threshold=threshold))
     return out
+
+
+def choose_test(ref: np.ndarray, cur: np.ndarray, ks_pvalue: float, ks_alpha: float = defaults.KS_ALPHA) -> tuple[str, float, float, bool]:
+    """(test, score, threshold, flagged), as Evidently chooses: the KS test below `DRIFT_LARGE_SAMPLE` current
+    values; from there on KS rejects shifts too small to matter, so the Wasserstein distance in reference
+    standard deviations, against `WASSERSTEIN_THRESHOLD`."""
+    if len(cur) < defaults.DRIFT_LARGE_SAMPLE:
+        return "ks", ks_pvalue, ks_alpha, ks_pvalue < ks_alpha
+    from scipy.stats import wasserstein_distance
+
+    scale = float(np.std(ref)) or 1.0
+    normed = float(wasserstein_distance(ref, cur)) / scale
+    return "wasserstein", normed, defaults.WASSERSTEIN_THRESHOLD, normed > defaults.WASSERSTEIN_THRESHOLD
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from itertools import pairwise
 import numpy as np
 
 from controlplane import defaults
-from controlplane.errors import NotFoundError
+from controlplane.errors import NotFoundError, UsageError
 from controlplane.quality.classification import classification_report
+from controlplane.quality.sections import sections
 from controlplane.quality.drift import (
     PREDICTION_DRIFT_ALPHA,
     ConceptDriftRule,
@@ -30,6 +31,7 @@ class Reference:
     predicted: np.ndarray  # N
     labels: np.ndarray | None
     accuracy: float | None
+    outputs: np.ndarray | None = None  # N x K: the model's scores, to calibrate the performance estimate
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,14 @@ class MonitorOptions:
     ks_alpha: float = defaults.KS_ALPHA
     chi_alpha: float = PREDICTION_DRIFT_ALPHA
     now: datetime | None = None
+    segment_feature: str | None = None  # "f<i>": also slice the window by this input
 
 
 JOIN = """
 WITH labels AS (
     SELECT prediction_id, arg_max(label, time) AS label, max(time) AS label_time FROM feedback GROUP BY prediction_id
 )
-SELECT p.version, p.time, p.features, p.predicted, l.label, l.label_time
+SELECT p.version, p.time, p.features, p.outputs, p.predicted, l.label, l.label_time
 FROM predictions p LEFT JOIN labels l USING (prediction_id)
 WHERE p.model = $model AND p.time >= $since AND p.status = 'ok'
 ORDER BY p.time
@@ -101,7 +104,11 @@ def _columns(table) -> dict:
     flat = features.flatten().to_numpy(zero_copy_only=False) if n else np.zeros(0)
     width = len(flat) // n if n else 0
     labels = table["label"]
+    outputs = table["outputs"].combine_chunks() if n else None
+    flat_out = outputs.flatten().to_numpy(zero_copy_only=False) if n else np.zeros(0)
+    out_width = len(flat_out) // n if n else 0
     return {
+        "outputs": flat_out.reshape(n, out_width).astype(float) if n and out_width and out_width * n == len(flat_out) else None,
         "time": table["time"].to_numpy().astype("datetime64[ms]").astype(np.int64) / 1000.0 if n else np.zeros(0),
         "features": flat.reshape(n, width) if n and width * n == len(flat) else None,
         "predicted": pc.fill_null(table["predicted"], -1).to_numpy(zero_copy_only=False),
@@ -160,6 +167,7 @@ def version_report(table, reference: Reference | None, options: MonitorOptions, 
                             "windows": windows, "judged": len(judged), "drifted": drifted,
                             "status": "not made" if not_made else ("drift" if drifted else "ok"), "not_made": not_made,
                             "lacks": lacks}
+    out.update(sections(c, reference, edges, options.segment_feature))
     return out
 
 
@@ -192,12 +200,22 @@ def build_report(predictions, feedback, references: dict[str, Reference | None],
     versions = sorted(set(table["version"].to_pylist()), key=lambda v: int(v) if v.isdigit() else 0)
     if options.version:
         versions = [v for v in versions if v == options.version]
+    if options.segment_feature is not None:
+        check_segment_feature(options.segment_feature, references)
     report = {"model": options.model, "version": options.version, "window_s": options.window_s, "since": since.isoformat(),
               "until": now.isoformat(), "versions": {}}
     for version in versions:
         rows = table.filter(pc.equal(table["version"], version))
         report["versions"][version] = version_report(rows, references.get(version), options, since, now)
     return report
+
+
+def check_segment_feature(feature: str, references: dict) -> None:
+    widths = {r.features.shape[1] for r in references.values() if r is not None}
+    width = max(widths, default=None)
+    if not (feature.startswith("f") and feature[1:].isdigit()) or (width is not None and int(feature[1:]) >= width):
+        known = f"f0..f{width - 1}" if width else "f<i> (the i-th input value)"
+        raise UsageError(f"segment feature {feature!r} is not an input feature of the reference", hint=f"features: {known}")
 
 
 def load_report(repository, log, options: MonitorOptions) -> dict:

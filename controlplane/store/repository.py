@@ -159,8 +159,9 @@ class Repository:
             return None
         with np.load(io.BytesIO(self.store.read_bytes(f"{name}/{version}/{REFERENCE}")), allow_pickle=False) as data:
             labels = data["labels"] if "labels" in data.files else None
+            outputs = data["outputs"].reshape(len(data["outputs"]), -1) if "outputs" in data.files else None  # scores, for calibration
             return Reference(data["features"].reshape(len(data["features"]), -1), data["predicted"], labels,
-                             manifest.metadata.get("evaluation", {}).get("accuracy"))
+                             manifest.metadata.get("evaluation", {}).get("accuracy"), outputs)
 
     def has_channel_config(self, name: str, channel: str) -> bool:
         return f"{channel}.pbtxt" in self.store.list_dir(f"{name}/configs")
@@ -182,7 +183,7 @@ class Repository:
         reference: Path | None = None,
     ) -> Manifest:
         """Add the next version of `name` from an export bundle; never overwrites anything. A `reference`
-        (.npz: features, predicted, optional labels) is kept with the version as the baseline for drift,
+        (.npz: features, predicted, optional labels and outputs, the model's scores) is kept with the version as the baseline for drift,
         and its evaluation metrics go into the manifest."""
         check_model_name(name)
         self.require().ensure_marker()
@@ -280,8 +281,10 @@ def evaluate_reference(path: Path) -> dict:
     if missing:
         raise UsageError(f"reference {path} lacks {', '.join(missing)}", hint="it needs features (N x F) and predicted (N), labels optional")
     n = len(arrays["features"])
-    if len(arrays["predicted"]) != n or ("labels" in arrays and len(arrays["labels"]) != n):
-        raise UsageError(f"reference {path}: features, predicted and labels must have the same length")
+    if any(len(arrays[k]) != n for k in ("predicted", "labels", "outputs") if k in arrays):
+        raise UsageError(f"reference {path}: features, predicted, labels and outputs must have the same length")
+    if "outputs" in arrays and (arrays["outputs"].ndim != 2 or not np.isfinite(arrays["outputs"]).all()):
+        raise UsageError(f"reference {path}: outputs must be N x classes finite scores (the model's outputs for features)")
     evaluation: dict = {"samples": int(n)}
     if "labels" in arrays:
         report = classification_report(arrays["labels"], arrays["predicted"])

@@ -177,7 +177,7 @@ def test_enough_labels_make_every_check(repo, tmp_path):
     assert body["ok"] is True
     assert {o["check"]: o["status"] for o in body["outcomes"]} == {
         "predictions": "passed", "accuracy": "passed", "data drift": "passed", "prediction drift": "passed",
-        "concept drift": "passed", "feedback coverage": "passed"}
+        "concept drift": "passed", "feedback coverage": "passed", "data quality": "passed", "multivariate drift": "passed"}
     low = mlctl(repo, "check", "watched", "--log", str(tmp_path / "log"), "--min-accuracy", "0.99")
     assert low.returncode == 6 and "accuracy: breached" in low.stderr and "allow" not in low.stderr
 

@@ -1,0 +1,50 @@
+"""The worst slices of a window (as Arize ranks them): by predicted class, or by bins of a declared input
+feature (the reference's quintiles). Each slice has its estimated accuracy (when the scores could be
+calibrated) and its realised accuracy over the labels it has; the worst come first."""
+
+from __future__ import annotations
+
+import numpy as np
+
+BINS = 5
+SHOWN = 5  # slices listed, worst first
+MIN_ROWS = 20  # a slice with fewer predictions is listed but never ranked worst
+
+
+def _slice(name: str, mask: np.ndarray, p_right: np.ndarray | None, correct: np.ndarray, labelled: np.ndarray) -> dict:
+    count, labels = int(mask.sum()), int((mask & labelled).sum())
+    return {"slice": name, "predictions": count, "labelled": labels,
+            "estimated_accuracy": float(p_right[mask].mean()) if p_right is not None and count else None,
+            "realised_accuracy": float(correct[mask & labelled].mean()) if labels else None}
+
+
+def _rank(slices: list[dict]) -> list[dict]:
+    def key(s: dict) -> tuple:
+        value = s["estimated_accuracy"] if s["estimated_accuracy"] is not None else s["realised_accuracy"]
+        return (s["predictions"] < MIN_ROWS, value if value is not None else 2.0)
+
+    return sorted(slices, key=key)[:SHOWN]
+
+
+def worst_slices(columns: dict, p_right: np.ndarray | None, feature: str | None, reference_features: np.ndarray | None) -> dict:
+    """`p_right`: each prediction's calibrated probability of being right (None without calibration).
+    `feature`: "f<i>" to slice by that input as well as by predicted class."""
+    predicted, labelled = columns["predicted"], columns["labelled"]
+    correct = columns["label"] == predicted
+    by_class = [_slice(f"predicted {c}", predicted == c, p_right, correct, labelled) for c in np.unique(predicted[predicted >= 0])]
+    out = {"by_predicted_class": _rank(by_class), "feature": feature, "by_feature": None}
+    features = columns["features"]
+    if feature is None or features is None or reference_features is None:
+        return out
+    i = int(feature[1:])
+    edges = np.unique(np.quantile(reference_features[:, i][np.isfinite(reference_features[:, i])], np.linspace(0, 1, BINS + 1)))
+    values = features[:, i]
+    bins = np.digitize(values, edges[1:-1]) if len(edges) > 2 else np.zeros(len(values), dtype=int)
+    slices = []
+    for b in range(max(1, len(edges) - 1)):
+        lo = "-inf" if b == 0 else f"{edges[b]:.3g}"
+        hi = "inf" if b >= len(edges) - 2 else f"{edges[b + 1]:.3g}"
+        slices.append(_slice(f"{feature} in [{lo}, {hi})", np.isfinite(values) & (bins == b), p_right, correct, labelled))
+    slices.append(_slice(f"{feature} missing", ~np.isfinite(values), p_right, correct, labelled))
+    out["by_feature"] = _rank([s for s in slices if s["predictions"]])
+    return out
