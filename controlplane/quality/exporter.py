@@ -20,6 +20,13 @@ QUALITY_METRICS = {
     "mlctl_drift_psi_max": "Largest PSI over the features",
     "mlctl_drift_prediction_pvalue": "Chi-square p-value of the class distribution against the reference",
     "mlctl_drift_concept": "1 when a window breaks the concept-drift rule",
+    "mlctl_quality_estimated_accuracy": "Accuracy estimated without labels (CBPE on the reference's calibrated scores)",
+    "mlctl_quality_estimated_accuracy_lower": "Lower end of the estimated accuracy's 95% band",
+    "mlctl_data_quality_flagged_features": "Features flagged by the data-quality checks (missing, out of range, unseen, constant)",
+    "mlctl_drift_multivariate": "1 when PCA reconstruction error or the domain classifier flags multivariate drift",
+    "mlctl_drift_domain_auroc": "Cross-validated AUROC of a classifier telling the window from the reference (0.5: alike)",
+    "mlctl_drift_pca_error_ratio": "PCA reconstruction error of the window over its threshold (above 1: drift)",
+    "mlctl_drift_outputs": "1 when the output vectors drift (majority of domain classifier, drifted components, MMD)",
 }
 
 
@@ -58,7 +65,27 @@ def _version_samples(base: dict, body: dict) -> list[tuple[str, dict, float]]:
         put("mlctl_drift_prediction_pvalue", body["prediction_drift"]["pvalue"])
     if body["concept_drift"]["status"] != "not made":
         put("mlctl_drift_concept", 1.0 if body["concept_drift"]["drifted"] else 0.0)
+    _unlabelled_samples(put, body)
     return out
+
+
+def _unlabelled_samples(put, body: dict) -> None:
+    estimated = body.get("estimated") or {}
+    if not estimated.get("not_made") and estimated.get("accuracy") is not None:
+        put("mlctl_quality_estimated_accuracy", estimated["accuracy"])
+        put("mlctl_quality_estimated_accuracy_lower", estimated["band"][0])
+    quality = body.get("data_quality") or {}
+    if quality and not quality.get("not_made"):
+        put("mlctl_data_quality_flagged_features", len(quality["flagged"]))
+    multivariate = body.get("multivariate_drift") or {}
+    if multivariate and not multivariate.get("not_made"):
+        put("mlctl_drift_multivariate", 1.0 if multivariate["drifted"] else 0.0)
+        put("mlctl_drift_domain_auroc", multivariate["domain_classifier"].get("auroc"))
+        pca = multivariate["pca"]
+        put("mlctl_drift_pca_error_ratio", pca["error"] / pca["threshold"] if pca.get("error") is not None and pca["threshold"] else None)
+    outputs = body.get("embedding_drift") or {}
+    if outputs and not outputs.get("not_made"):
+        put("mlctl_drift_outputs", 1.0 if outputs["drifted"] else 0.0)
 
 
 class QualityCollector:
