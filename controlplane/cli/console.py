@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,11 +13,11 @@ def console(
     ctx: typer.Context,
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8090,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    repository: Annotated[Optional[str], typer.Option("--repository", "-r", help="Model repository [default: the global --repository].")] = None,
-    targets: Annotated[Optional[str], typer.Option("--targets", help="Targets file [default: the global --targets].")] = None,
-    prometheus_url: Annotated[Optional[str], typer.Option(envvar="MLCTL_PROMETHEUS_URL", help="Prometheus base URL for serving figures.")] = None,
-    log: Annotated[Optional[str], typer.Option(envvar="MLCTL_PREDICTION_LOG", help="The gateway's prediction log, for the quality report.")] = None,
-    admin_keys: Annotated[Optional[str], typer.Option(envvar="MLCTL_CONSOLE_ADMIN_KEYS", help="Comma-separated keys that may promote, roll back and abort; none: read-only.")] = None,
+    repository: Annotated[str | None, typer.Option("--repository", "-r", help="Model repository [default: the global --repository].")] = None,
+    targets: Annotated[str | None, typer.Option("--targets", help="Targets file [default: the global --targets].")] = None,
+    prometheus_url: Annotated[str | None, typer.Option(envvar="MLCTL_PROMETHEUS_URL", help="Prometheus base URL for serving figures.")] = None,
+    log: Annotated[str | None, typer.Option(envvar="MLCTL_PREDICTION_LOG", help="The gateway's prediction log, for the quality report.")] = None,
+    admin_keys: Annotated[str | None, typer.Option(envvar="MLCTL_CONSOLE_ADMIN_KEYS", help="Comma-separated keys that may promote, roll back and abort; none: read-only.")] = None,
     window: Annotated[str, typer.Option(help="Window for serving figures and quality, e.g. 5m, 1h.")] = "1h",
 ) -> None:
     """Serve the web console: models, channels against replicas, history, canary, serving and quality."""

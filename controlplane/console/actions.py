@@ -16,8 +16,7 @@ import secrets
 from dataclasses import dataclass
 
 from controlplane.console.settings import ConsoleSettings
-from controlplane.errors import AccessDeniedError
-from controlplane.errors import UsageError
+from controlplane.errors import AccessDeniedError, UsageError
 
 CSRF_COOKIE = "mlctl_console_csrf"
 MAX_REASON = 500

@@ -70,8 +70,8 @@ def bars(rows: list[dict], keys: tuple[str, ...], unit: str, width: int = 420) -
     top = max(values, default=0.0) or 1.0
     bar_h, gap, label_w = 12, 8, 70
     height = len(rows) * (len(keys) * bar_h + gap) + gap
-    parts = [f'<svg class="chart" role="img" width="{width + label_w + 90}" height="{height}" '
-             f'aria-label="{escape(", ".join(keys))} per version">']
+    parts = [(f'<svg class="chart" role="img" width="{width + label_w + 90}" height="{height}" '
+              f'aria-label="{escape(", ".join(keys))} per version">')]
     y = gap
     for row in rows:
         parts.append(f'<text x="0" y="{y + bar_h}" class="label">v{escape(row["version"])}</text>')
