@@ -22,10 +22,17 @@ from pathlib import Path
 TESTS_HELPERS = Path(__file__).resolve().parent.parent / "tests" / "helpers"
 sys.path.insert(0, str(TESTS_HELPERS))
 
-from console_fleet import ADMIN_KEY, MODEL, build_fleet, get, start_console, stop_console  # noqa: E402
-from support import MLP_INPUTS, TESTS  # noqa: E402
+from console_fleet import (
+    ADMIN_KEY,
+    MODEL,
+    build_fleet,
+    get,
+    start_console,
+    stop_console,
+)
+from support import MLP_INPUTS, TESTS
 
-from controlplane.export.exporter import ExportRequest, export_model  # noqa: E402
+from controlplane.export.exporter import ExportRequest, export_model
 
 
 def timed(url: str, n: int) -> dict:

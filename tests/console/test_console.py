@@ -13,7 +13,15 @@ import time
 
 import pytest
 from browser import chromium
-from console_fleet import ADMIN_KEY, MODEL, build_fleet, get, post, start_console, stop_console
+from console_fleet import (
+    ADMIN_KEY,
+    MODEL,
+    build_fleet,
+    get,
+    post,
+    start_console,
+    stop_console,
+)
 from support import free_port, run_mlctl
 
 from controlplane.model import config as model_config
