@@ -13,6 +13,7 @@ from controlplane import defaults
 
 MAX_CATEGORIES = 50  # an all-integer reference column with at most this many values is treated as categorical
 MIN_ROWS_CONSTANT = 10  # fewer rows and a window "constant" by chance is not called constant
+CONSTANT_CHANCE = 1e-3  # a window stuck at a value the reference has this rarely (share ** rows) is flagged
 
 
 def _categorical(ref: np.ndarray) -> np.ndarray | None:
@@ -46,7 +47,10 @@ def _one(name: str, ref_all: np.ndarray, cur_all: np.ndarray) -> dict:
         outside = ~np.isin(cur, categories)
         unseen = float(outside.sum()) / n
         unseen_values = [float(v) for v in np.unique(cur[outside])[:10]]
-    constant = bool(len(cur) >= MIN_ROWS_CONSTANT and np.ptp(cur) == 0 and len(ref) and np.ptp(ref) > 0)
+    # stuck: one value throughout, where the reference makes that very unlikely (a rare pixel that is zero
+    # in 99% of the reference may well be zero in a whole small window)
+    constant = bool(len(cur) >= MIN_ROWS_CONSTANT and np.ptp(cur) == 0 and len(ref) and np.ptp(ref) > 0
+                    and np.mean(ref == cur[0]) ** len(cur) < CONSTANT_CHANCE)
     issues = []
     if missing > defaults.MAX_MISSING_SHARE:
         issues.append(f"{missing:.1%} missing")
