@@ -21,11 +21,12 @@ import numpy as np
 from controlplane.errors import (
     CheckFailedError,
     ConflictError,
-    MlctlError,
     NotFoundError,
     UsageError,
 )
+from controlplane.export.onnx import EXPORTERS, describe_dynamic, export_onnx, exporters_to_try
 from controlplane.export.parity import ParityResult, compare
+from controlplane.export.samples import parity_samples
 from controlplane.model.bundle import BUNDLE_FILE, ExportBundle
 from controlplane.model.config import FILENAMES
 from controlplane.model.provenance import framework_versions, utc_now
@@ -34,7 +35,6 @@ from controlplane.model.tensor_io import check_inputs, read_tensor_file
 
 Progress = Callable[[str], None]
 FORMATS = ("onnx", "torchscript")
-_VARIABLE_DIM_SIZES = (3, 5)  # concrete sizes given to -1 dims in random samples
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class ExportRequest:
     formats: tuple[str, ...] = FORMATS
     max_batch_size: int = 8
     opset: int = 17
-    onnx_exporter: str = "torchscript"  # torchscript (fast, classic) | dynamo
+    onnx_exporter: str = "auto"  # auto | torchscript (fast, classic) | dynamo: see export/onnx.py
     atol: float = 1e-4
     rtol: float = 1e-3
     samples: tuple[Path, ...] = ()
@@ -59,8 +59,8 @@ class ExportRequest:
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
             raise UsageError(f"format(s) {', '.join(bad) or '(none)'} not supported; use {', '.join(FORMATS)}")
-        if self.onnx_exporter not in ("torchscript", "dynamo"):
-            raise UsageError(f"ONNX exporter {self.onnx_exporter!r} must be 'torchscript' or 'dynamo'")
+        if self.onnx_exporter not in EXPORTERS:
+            raise UsageError(f"ONNX exporter {self.onnx_exporter!r} must be one of {', '.join(EXPORTERS)}")
         if self.atol < 0 or self.rtol < 0:
             raise UsageError("tolerances must not be negative")
         if self.max_batch_size < 0:
@@ -104,21 +104,6 @@ def load_model(source: str):
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"{source} returned {type(model).__name__}, not a torch.nn.Module")
     return model.eval()
-
-
-def random_sample(specs: Sequence[TensorSpec], batch: int | None, rng: np.random.Generator, int_high: int, variable: int):
-    arrays = {}
-    for spec in specs:
-        shape = tuple(variable if d == -1 else d for d in spec.dims)
-        if batch is not None:
-            shape = (batch, *shape)
-        if spec.dtype == "bool":
-            arrays[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
-        elif np.dtype(spec.dtype).kind in "iu":
-            arrays[spec.name] = rng.integers(0, int_high, size=shape).astype(spec.dtype)
-        else:
-            arrays[spec.name] = rng.standard_normal(size=shape).astype(spec.dtype)
-    return arrays
 
 
 def _as_outputs(result) -> list:
@@ -176,13 +161,7 @@ def export_model(request: ExportRequest, progress: Progress | None = None, model
     batched = request.max_batch_size > 0
     rng = np.random.default_rng(request.seed)
 
-    samples: list[dict[str, np.ndarray]] = []
-    labels: list[str] = []
-    batches = [b for b in request.batch_sizes if b <= request.max_batch_size] or [1] if batched else [None]
-    for batch in batches:
-        for variable in _VARIABLE_DIM_SIZES if any(-1 in s.dims for s in request.inputs) else _VARIABLE_DIM_SIZES[:1]:
-            samples.append(random_sample(request.inputs, batch, rng, request.int_high, variable))
-            labels.append(f"random batch {batch}" if batched else "random sample")
+    samples, labels, trace_index = parity_samples(request.inputs, request.max_batch_size, request.batch_sizes, rng, request.int_high)
     for path in request.samples:
         samples.append(check_inputs(read_tensor_file(path, request.inputs), request.inputs, request.max_batch_size, str(path)))
         labels.append(str(path))
@@ -210,15 +189,12 @@ def export_model(request: ExportRequest, progress: Progress | None = None, model
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         parity: dict[str, ParityResult] = {}
+        exporter_used: dict[str, str] = {}
         for fmt in request.formats:
             path = staging / FILENAMES[fmt]
             say(f"exporting {fmt} to {path.name}")
-            runner = _export_onnx(model, signature, samples[0], path, request) if fmt == "onnx" else \
-                _export_torchscript(model, signature, samples[0], path)
-            parity[fmt] = compare(expected, [runner(s) for s in samples], request.atol, request.rtol, labels)
-            result = parity[fmt]
-            say(f"parity {fmt}: max abs {result.max_abs_error:.3g}, max rel {result.max_rel_error:.3g} "
-                f"over {result.samples} samples: {'ok' if result.passed else 'FAILED'}")
+            parity[fmt], exporter_used[fmt] = _export_checked(
+                fmt, model, signature, path, request, (samples, trace_index, expected, labels), say)
         failed = {f: r for f, r in parity.items() if not r.passed}
         if failed:
             detail = "; ".join(
@@ -226,13 +202,14 @@ def export_model(request: ExportRequest, progress: Progress | None = None, model
             )
             raise CheckFailedError(
                 f"parity check failed against eager PyTorch (atol {request.atol}, rtol {request.rtol}): {detail}",
-                hint="nothing was written; fix the model (data-dependent control flow does not trace) or loosen --atol/--rtol",
+                hint=f"nothing was written; dynamic dims: {describe_dynamic(signature)}; fix the model (data-dependent "
+                     "control flow does not trace), a dim that need not vary, --onnx-exporter, or --atol/--rtol",
             )
         bundle = ExportBundle(
             path=out_dir,
             signature=signature,
             formats=tuple(request.formats),
-            parity={f: r.to_dict() for f, r in parity.items()},
+            parity={f: {**r.to_dict(), "exporter": exporter_used[f]} for f, r in parity.items()},
             source=request.source,
             created_at=utc_now(),
             frameworks=framework_versions(),
@@ -258,53 +235,52 @@ def _export_torchscript(model, signature: Signature, example: dict, path: Path) 
                 warnings.simplefilter("ignore")  # TracerWarnings are judged by the parity check instead
                 scripted = torch.jit.trace(model, args, strict=False, check_trace=False)
         except Exception as exc:  # tracing failures come in many types; all mean the same to the user
-            raise MlctlError(f"TorchScript tracing failed: {type(exc).__name__}: {exc}") from exc
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise UsageError(
+                f"TorchScript tracing failed: {type(exc).__name__}: {first[:300]}",
+                hint=f"dynamic dims: {describe_dynamic(signature)}; export ONNX only with --format onnx, or script the model",
+            ) from exc
     scripted.save(str(path))
     return _Runner(torch.jit.load(str(path), map_location="cpu").eval(), signature.inputs, [s.name for s in signature.outputs])
 
 
-def _export_onnx(model, signature: Signature, example: dict, path: Path, request: ExportRequest):
-    import torch
-
-    args = tuple(torch.from_numpy(example[s.name].copy()) for s in signature.inputs)
-    dynamic_axes = {}
-    for spec in (*signature.inputs, *signature.outputs):
-        axes = {0: "batch"} if signature.batched else {}
-        offset = 1 if signature.batched else 0
-        axes.update({i + offset: f"{spec.name}_d{i}" for i, d in enumerate(spec.dims) if d == -1})
-        if axes:
-            dynamic_axes[spec.name] = axes
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                args,
-                str(path),
-                input_names=[s.name for s in signature.inputs],
-                output_names=[s.name for s in signature.outputs],
-                dynamic_axes=dynamic_axes or None,
-                opset_version=request.opset,
-                dynamo=request.onnx_exporter == "dynamo",
-                external_data=False,
-            )
-    except Exception as exc:  # exporter errors come in many types; all mean the same to the user
-        raise MlctlError(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    return _OnnxRunner(path, [s.name for s in signature.outputs])
+def _export_checked(fmt, model, signature, path, request, check, say) -> tuple[ParityResult, str]:
+    """Export one format and check it; for ONNX with `auto`, fall back to dynamo where classic fails on a length."""
+    samples, trace_index, expected, labels = check
+    tries = exporters_to_try(request.onnx_exporter, signature) if fmt == "onnx" else ("trace",)
+    for attempt, exporter in enumerate(tries):
+        last = attempt == len(tries) - 1
+        try:
+            runner = export_onnx(model, signature, samples[trace_index], path, request.opset, exporter) if fmt == "onnx" \
+                else _export_torchscript(model, signature, samples[trace_index], path)
+        except UsageError as exc:
+            if last:
+                raise
+            say(f"{fmt} with the {exporter} exporter failed ({exc.message}); trying {tries[attempt + 1]}")
+            continue
+        result = _run_parity(fmt, exporter, runner, signature, samples, expected, labels, request, raise_=last)
+        say(f"parity {fmt} ({exporter}): max abs {result.max_abs_error:.3g}, max rel {result.max_rel_error:.3g} "
+            f"over {result.samples} samples: {'ok' if result.passed else 'FAILED'}")
+        if result.passed or last:
+            return result, exporter
+        say(f"{fmt} with the {exporter} exporter disagrees with eager PyTorch ({result.worst}); trying {tries[attempt + 1]}")
+    raise AssertionError("unreachable: the last exporter returns or raises")
 
 
-class _OnnxRunner:
-    def __init__(self, path: Path, output_names: Sequence[str]) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-        self.output_names = list(output_names)
-        self.input_names = {i.name for i in self.session.get_inputs()}
-
-    def __call__(self, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        # the exporter drops inputs the graph does not use; feed only what it kept
-        feeds = {k: v for k, v in sample.items() if k in self.input_names}
-        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
-
+def _run_parity(fmt, exporter, runner, signature, samples, expected, labels, request, raise_: bool) -> ParityResult:
+    """Parity over every sample; a runtime failure on some sample is a failed check naming that sample."""
+    actual = []
+    for label, sample in zip(labels, samples):
+        try:
+            actual.append(runner(sample))
+        except Exception as exc:  # onnxruntime / TorchScript runtime errors have many types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if raise_:
+                raise CheckFailedError(
+                    f"parity check failed: the {fmt} export ({exporter} exporter) fails to run on {label}: {first[:300]}",
+                    hint=f"nothing was written; dynamic dims: {describe_dynamic(signature)}; "
+                         + ("try --onnx-exporter dynamo, " if fmt == "onnx" and exporter != "dynamo" else "")
+                         + "or fix a dim that need not vary (e.g. ids:int64:16)",
+                ) from exc
+            return ParityResult(np.inf, np.inf, False, len(samples), request.atol, request.rtol, f"fails to run on {label}")
+    return compare(expected, actual, request.atol, request.rtol, labels)
