@@ -25,7 +25,7 @@ def export(
     format: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="onnx, torchscript, or both [default: both].")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Dynamic batch dimension up to this size; 0 for none.")] = 8,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
-    onnx_exporter: Annotated[str, typer.Option(help="torchscript (classic) or dynamo.")] = "torchscript",
+    onnx_exporter: Annotated[str, typer.Option(help="auto (classic, then dynamo where a dynamic length fails parity), torchscript (classic) or dynamo.")] = "auto",
     sample: Annotated[Optional[list[Path]], typer.Option("--sample", help="Extra parity inputs (.npy/.npz/.json).")] = None,
     atol: Annotated[float, typer.Option(help="Absolute tolerance of the parity check.")] = 1e-4,
     rtol: Annotated[float, typer.Option(help="Relative tolerance of the parity check.")] = 1e-3,
@@ -75,6 +75,9 @@ def publish(
     dynamic_batching: Annotated[bool, typer.Option(help="Dynamic batching (new models only).")] = True,
     max_queue_delay_us: Annotated[int, typer.Option(help="Dynamic batching delay in microseconds.")] = 500,
     version_policy: Annotated[str, typer.Option(help="latest:N, all or specific:1,2 (new models only).")] = "latest:1",
+    warmup: Annotated[bool, typer.Option(help="A warm-up request (random inputs of the signature) before a version is ready (new models only).")] = True,
+    max_queue_size: Annotated[int, typer.Option(help="Reject at once beyond this many queued requests; 0 unbounded (new models only).")] = 0,
+    queue_timeout_us: Annotated[int, typer.Option(help="Reject a request queued longer than this; 0 never (new models only).")] = 0,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Add the next immutable version of a model to the repository, with its manifest."""
@@ -96,6 +99,9 @@ def publish(
         instance_count=instance_count,
         instance_kind=instance_kind,
         version_policy=VersionPolicy.parse(version_policy),
+        warmup=warmup,
+        max_queue_size=max_queue_size,
+        queue_timeout_us=queue_timeout_us,
     )
     meta = parse_metadata(metadata or [], metadata_file)
     store = open_store(ctx.obj.repository)
