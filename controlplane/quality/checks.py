@@ -167,7 +167,12 @@ def _concept_drift(add, version: str, body: dict) -> None:
 
 def _beyond_labels(add, version: str, body: dict, thresholds: Thresholds) -> None:
     """Data quality, multivariate drift, estimated accuracy and output drift (the checks that need no labels)."""
-    from controlplane.quality.checks_unlabelled import data_quality, estimated_accuracy, multivariate, output_drift
+    from controlplane.quality.checks_unlabelled import (
+        data_quality,
+        estimated_accuracy,
+        multivariate,
+        output_drift,
+    )
 
     if thresholds.max_quality_issues is not None:
         data_quality(add, version, body, thresholds.max_quality_issues)

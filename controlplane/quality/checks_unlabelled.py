@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from controlplane.quality.checks import BREACHED, NO_DATA, NO_REFERENCE, NOT_MADE, PASSED
+from controlplane.quality.checks import (
+    BREACHED,
+    NO_DATA,
+    NO_REFERENCE,
+    NOT_MADE,
+    PASSED,
+)
 
 
 def data_quality(add, version: str, body: dict, maximum: int) -> None:

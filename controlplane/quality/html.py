@@ -9,13 +9,22 @@ import json
 
 from controlplane import defaults
 from controlplane.quality.checks import NOT_MADE, Thresholds, evaluate
-from controlplane.quality.html_parts import STYLE, accuracy_chart, bars, confusion_table, esc, num, pct, table
+from controlplane.quality.html_parts import (
+    STYLE,
+    accuracy_chart,
+    bars,
+    confusion_table,
+    esc,
+    num,
+    pct,
+    table,
+)
 
 
 def render(report: dict) -> str:
     checks = evaluate(report, Thresholds(max_estimated_drop=defaults.ACCURACY_DROP, output_drift=True))
-    parts = [f"<header><h1>Monitor report: {esc(report['model'])}</h1><p>window {esc(report['since'])} → {esc(report['until'])}"
-             f" · log {esc(report.get('log', '-'))} · {len(report['versions'])} version(s)</p></header><main>"]
+    parts = [(f"<header><h1>Monitor report: {esc(report['model'])}</h1><p>window {esc(report['since'])} → {esc(report['until'])}"
+             f" · log {esc(report.get('log', '-'))} · {len(report['versions'])} version(s)</p></header><main>")]
     if not report["versions"]:
         parts.append('<section class="version"><h2>No predictions in the window</h2></section>')
     for version, body in report["versions"].items():

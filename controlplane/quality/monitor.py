@@ -8,7 +8,7 @@ I/O edge (repository, log); `build_report` works on the tables it is given.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 import numpy as np
@@ -16,13 +16,13 @@ import numpy as np
 from controlplane import defaults
 from controlplane.errors import NotFoundError, UsageError
 from controlplane.quality.classification import classification_report
-from controlplane.quality.sections import sections
 from controlplane.quality.drift import (
     PREDICTION_DRIFT_ALPHA,
     ConceptDriftRule,
     feature_drift,
     prediction_drift,
 )
+from controlplane.quality.sections import sections
 
 
 @dataclass(frozen=True)
@@ -151,8 +151,8 @@ def version_report(table, reference: Reference | None, options: MonitorOptions, 
         accuracy = float(correct[mask].mean()) if count else None
         verdict = options.rule.judge(reference.accuracy, accuracy, count) if reference and reference.accuracy is not None \
             else "no reference accuracy"
-        windows.append({"start": datetime.fromtimestamp(start, timezone.utc).isoformat(),
-                        "end": datetime.fromtimestamp(end, timezone.utc).isoformat(),
+        windows.append({"start": datetime.fromtimestamp(start, UTC).isoformat(),
+                        "end": datetime.fromtimestamp(end, UTC).isoformat(),
                         "labelled": count, "accuracy": accuracy, "verdict": verdict})
     judged = [w for w in windows if w["verdict"] in ("ok", "drift")]
     drifted = any(w["verdict"] == "drift" for w in judged)
@@ -194,7 +194,7 @@ def _data_drift(features: np.ndarray | None, reference: Reference, options: Moni
 def build_report(predictions, feedback, references: dict[str, Reference | None], options: MonitorOptions) -> dict:
     import pyarrow.compute as pc
 
-    now = options.now or datetime.now(timezone.utc)
+    now = options.now or datetime.now(UTC)
     since = now - timedelta(seconds=options.window_s)
     table = joined(predictions, feedback, options.model, since)
     versions = sorted(set(table["version"].to_pylist()), key=lambda v: int(v) if v.isdigit() else 0)

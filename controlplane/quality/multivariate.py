@@ -32,8 +32,8 @@ def _finite_rows(x: np.ndarray) -> np.ndarray:
 
 def domain_classifier(reference: np.ndarray, current: np.ndarray, threshold: float = defaults.DOMAIN_AUROC_THRESHOLD) -> dict:
     from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     ref, cur = _even(_finite_rows(reference), MAX_ROWS), _even(_finite_rows(current), MAX_ROWS)
     if min(len(ref), len(cur)) < 20:

@@ -4,21 +4,30 @@ could not be computed, never a made-up figure."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import pairwise
 
 import numpy as np
 
 from controlplane.quality.data_quality import feature_quality
-from controlplane.quality.estimate import calibration_gap, estimate, fit_calibrator, reference_check
-from controlplane.quality.multivariate import PcaReconstruction, domain_classifier, embedding_drift
+from controlplane.quality.estimate import (
+    calibration_gap,
+    estimate,
+    fit_calibrator,
+    reference_check,
+)
+from controlplane.quality.multivariate import (
+    PcaReconstruction,
+    domain_classifier,
+    embedding_drift,
+)
 from controlplane.quality.segments import worst_slices
 
 SAMPLE = 200_000  # as the per-feature drift: an even sample of the window
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat()
+    return datetime.fromtimestamp(t, UTC).isoformat()
 
 
 def estimated_performance(c: dict, reference, edges: list[float]) -> tuple[dict, np.ndarray | None]:

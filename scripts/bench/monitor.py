@@ -16,11 +16,10 @@ import json
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-
 from common import write_json
 
 SEGMENT = 100_000
@@ -33,7 +32,7 @@ def write_log(store, n: int, rng: np.random.Generator) -> None:
         encode_segment,
     )
 
-    start = datetime.now(timezone.utc) - timedelta(minutes=30)
+    start = datetime.now(UTC) - timedelta(minutes=30)
     for first in range(0, n, SEGMENT):
         count = min(SEGMENT, n - first)
         features = rng.random((count, 64))

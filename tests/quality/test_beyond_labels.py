@@ -5,7 +5,7 @@ chosen by sample size, output-vector drift, and the HTML report in a real headle
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -13,7 +13,11 @@ from support import run_mlctl
 
 from controlplane.quality.data_quality import feature_quality
 from controlplane.quality.drift import feature_drift
-from controlplane.quality.multivariate import PcaReconstruction, domain_classifier, embedding_drift
+from controlplane.quality.multivariate import (
+    PcaReconstruction,
+    domain_classifier,
+    embedding_drift,
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +48,7 @@ def digits_case(tmp_path_factory, exports):
     logs = {}
     for name, rows in (("plain", np.arange(len(stream))), ("shifted", np.flatnonzero(hard))):
         log = PredictionLog(open_store(str(root / name)), flush_rows=500)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for i in rows:
             log.predictions("digits").append({"prediction_id": f"{name}-{i}", "time": now, "model": "digits", "version": "1",
                                               "features": x[stream][i].tolist(), "outputs": scores[i].tolist(),
