@@ -92,3 +92,49 @@ def test_dynamo_exporter(tmp_path):
     bundle = export_model(ExportRequest("models_under_test:mlp", MLP_INPUTS, tmp_path / "d", formats=("onnx",), onnx_exporter="dynamo", opset=18))
     assert bundle.parity["onnx"]["passed"]
     assert json.loads((bundle.path / "export.json").read_text())["formats"] == ["onnx"]
+
+
+# --- dynamic lengths: transformers, and failures through the error tree -------------------------------------
+
+TRANSFORMER = ("-i", "ids:int64:-1", "-i", "mask:float32:-1", "--output", "logits")
+
+
+def test_transformer_with_dynamic_length_exports_by_default(tmp_path):
+    """auto: the classic graph bakes the traced length, so dynamo is used, and parity holds at lengths 3, 5 and 9."""
+    specs = (parse_tensor_spec("ids:int64:-1"), parse_tensor_spec("mask:float32:-1"))
+    bundle = export_model(ExportRequest("zoo:transformer_masked", specs, tmp_path / "t", ("logits",), formats=("onnx",)))
+    assert bundle.parity["onnx"]["passed"] and bundle.parity["onnx"]["exporter"] == "dynamo"
+    graph = onnx.load(str(bundle.path / "model.onnx")).graph
+    assert all(not d.HasField("dim_value") for d in graph.input[0].type.tensor_type.shape.dim)  # batch and length symbolic
+
+
+def test_classic_exporter_on_a_transformer_fails_parity_with_a_hint_not_a_traceback(tmp_path):
+    from support import run_mlctl
+
+    result = run_mlctl("export", "zoo:transformer_masked", *TRANSFORMER, "-o", str(tmp_path / "t"), "-f", "onnx",
+                       "--onnx-exporter", "torchscript")
+    assert result.returncode == 6, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "dynamic dims: ids dim 0, mask dim 0" in result.stderr and "--onnx-exporter dynamo" in result.stderr
+    assert not (tmp_path / "t").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_exporter_failure_is_a_usage_error_naming_the_other_exporter(tmp_path):
+    from support import run_mlctl
+
+    # data-dependent control flow: the dynamo exporter refuses to export it at all
+    result = run_mlctl("export", "models_under_test:broken", "-i", "x:float32:3", "-o", str(tmp_path / "b"), "-f", "onnx",
+                       "--onnx-exporter", "dynamo")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "ONNX export with the dynamo exporter failed" in result.stderr and "try --onnx-exporter torchscript" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parity_samples_cover_every_dynamic_size_and_trace_on_a_batch_above_one():
+    from controlplane.export.samples import VARIABLE_DIM_SIZES, parity_samples
+
+    specs = (parse_tensor_spec("ids:int64:-1"),)
+    samples, labels, trace = parity_samples(specs, 8, (1, 4), np.random.default_rng(0), 10)
+    assert sorted({s["ids"].shape for s in samples}) == sorted((b, n) for b in (1, 4) for n in VARIABLE_DIM_SIZES)
+    assert samples[trace]["ids"].shape == (4, 5) and labels[trace] == "random batch 4, dynamic dims 5"
