@@ -18,6 +18,7 @@ from controlplane.cli import lifecycle as lifecycle_cli
 from controlplane.cli import metrics as metrics_cli
 from controlplane.cli import models as models_cli
 from controlplane.cli import monitor as monitor_cli
+from controlplane.cli import pipeline as pipeline_cli
 from controlplane.cli import quickstart as quickstart_cli
 from controlplane.cli import server as server_cli
 from controlplane.errors import MlctlError
@@ -69,6 +70,7 @@ app.add_typer(metrics_cli.app, name="metrics")
 app.add_typer(gateway_cli.app, name="gateway")
 app.add_typer(monitor_cli.app, name="monitor")
 app.add_typer(canary_cli.app, name="canary")
+app.add_typer(pipeline_cli.app, name="pipeline")
 app.add_typer(lifecycle_cli.channel_app, name="channel")
 app.command("export")(export_cli.export)
 app.command("publish")(export_cli.publish)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +42,7 @@ def process(inputs):
     y = inputs["y"]
     return {{"scores": y, "tag": np.full((len(y), 1), {k}.0, np.float32)}}
 '''
+TESTS_ROOT = Path(__file__).resolve().parents[2]
 RAW = np.arange(8, dtype=np.uint8).reshape(1, 8) * 30
 
 
@@ -173,3 +176,26 @@ def test_switch_and_rollback_under_load_never_mix_versions(pipeline_repo, tmp_pa
     finally:
         replica.close()
         servers.stop("pipe", grace_s=15)
+
+
+def test_cli_publishes_the_digits_example_and_refuses_a_bad_step(tmp_path):
+    from support import run_mlctl
+
+    examples = TESTS_ROOT / "examples" / "digits_pipeline"
+    repo = str(tmp_path / "repo")
+    steps = ["--pre", str(examples / "normalise.py"), "--post", str(examples / "top_label.py")]
+    assert run_mlctl("export", "controlplane.demo.digits:build_classifier", "-i", "pixels:float32:64", "--output",
+                     "probabilities", "-f", "onnx", "-o", str(tmp_path / "e")).returncode == 0
+    assert run_mlctl("-r", repo, "publish", str(tmp_path / "e"), "--name", "digits").returncode == 0
+    (tmp_path / "bad.py").write_text("INPUTS = ['pixels_raw:uint8:64']\nOUTPUTS = ['pixels:float32:64']\n")
+    bad = run_mlctl("-r", repo, "pipeline", "publish", "digits_pipeline", "--model", "digits", "--model-version", "1",
+                    "--pre", str(tmp_path / "bad.py"))
+    assert bad.returncode == 2 and "does not define process" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "repo" / "digits_pipeline").exists() and not (tmp_path / "repo" / "digits_pipeline.pre").exists()
+    good = run_mlctl("-r", repo, "pipeline", "publish", "digits_pipeline", "--model", "digits", "--model-version", "1",
+                     *steps, "--json")
+    assert good.returncode == 0, good.stderr
+    manifest = json.loads(good.stdout)
+    assert manifest["version"] == 1 and manifest["format"] == "ensemble"
+    assert [s["name"] for s in manifest["signature"]["inputs"]] == ["pixels_raw"]
+    assert [s["name"] for s in manifest["signature"]["outputs"]] == ["digit", "confidence"]
