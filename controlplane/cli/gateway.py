@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="The prediction gateway (FastAPI) in front of Triton.", no_args_is_help=True)
+app = typer.Typer(help="The prediction gateway in front of Triton (its own JSON route and Triton's HTTP protocol).", no_args_is_help=True)
 
 
-def _keys(value: Optional[str]) -> frozenset[str]:
+FACTORY = "controlplane.feedback.gateway.app:create_app_from_environment"
+
+
+def _keys(value: str | None) -> frozenset[str]:
     return frozenset(k.strip() for k in (value or "").split(",") if k.strip())
 
 
@@ -19,26 +22,33 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     triton_url: Annotated[str, typer.Option(envvar="MLCTL_TRITON_URL", help="Triton gRPC host:port.")] = "127.0.0.1:8001",
-    predict_keys: Annotated[Optional[str], typer.Option(envvar="MLCTL_GATEWAY_PREDICT_KEYS", help="Comma-separated keys allowed to predict.")] = None,
-    admin_keys: Annotated[Optional[str], typer.Option(envvar="MLCTL_GATEWAY_ADMIN_KEYS", help="Comma-separated keys for feedback and admin.")] = None,
-    log: Annotated[Optional[str], typer.Option(envvar="MLCTL_PREDICTION_LOG", help="Prediction log: a folder or s3://bucket/prefix.")] = None,
+    triton_http_url: Annotated[str | None, typer.Option(envvar="MLCTL_TRITON_HTTP_URL",
+                                                        help="Triton HTTP host:port: infer over it (less CPU per request than gRPC).")] = None,
+    predict_keys: Annotated[str | None, typer.Option(envvar="MLCTL_GATEWAY_PREDICT_KEYS", help="Comma-separated keys allowed to predict.")] = None,
+    admin_keys: Annotated[str | None, typer.Option(envvar="MLCTL_GATEWAY_ADMIN_KEYS", help="Comma-separated keys for feedback and admin.")] = None,
+    log: Annotated[str | None, typer.Option(envvar="MLCTL_PREDICTION_LOG", help="Prediction log: a folder or s3://bucket/prefix.")] = None,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 1 << 20,
     flush_rows: Annotated[int, typer.Option(help="Log segment size (records).")] = 1000,
     flush_seconds: Annotated[float, typer.Option(help="Longest a logged record waits before its segment is written.")] = 2.0,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes, shared-nothing, each with its own log writer.")] = 1,
 ) -> None:
     """Serve the gateway with uvicorn until stopped (SIGINT/SIGTERM flush the log before exit)."""
     import logging
+    import os
 
     import uvicorn
 
     from controlplane.errors import UsageError
-    from controlplane.feedback.gateway.app import GatewayConfig, create_app
+    from controlplane.feedback.gateway.app import GatewayConfig, config_environment
 
-    config = GatewayConfig(triton_url=triton_url, predict_keys=_keys(predict_keys), admin_keys=_keys(admin_keys),
+    config = GatewayConfig(triton_url=triton_url, triton_http_url=triton_http_url, predict_keys=_keys(predict_keys), admin_keys=_keys(admin_keys),
                            max_body_bytes=max_body_bytes, log_uri=log, flush_rows=flush_rows, flush_seconds=flush_seconds,
                            repository=ctx.obj.repository)
     if not config.admin_keys:
         raise UsageError("the gateway needs at least one admin key", hint="set MLCTL_GATEWAY_ADMIN_KEYS (and MLCTL_GATEWAY_PREDICT_KEYS)")
     # the gateway's warnings (unreadable canary state, lost log segments) go to stderr
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
+    os.environ.update(config_environment(config))  # each worker builds its own app from it
+    # no proxy-headers middleware and no access log: neither is used, both cost on every request
+    uvicorn.run(FACTORY, factory=True, host=host, port=port, workers=workers, log_level="warning", access_log=False,
+                proxy_headers=False)

@@ -1,8 +1,8 @@
 """The prediction log: predictions and feedback labels appended to Parquet segments, locally or on S3.
 
-Writers never block the request path: `append` puts the record on a bounded queue (counting what it had
-to drop when full) and a background thread writes a segment when `flush_rows` records are waiting or
-`flush_seconds` have passed, and once more on `close()`. A clean shutdown loses nothing; a crash loses at
+Writers never block the request path: `append` puts the record (a dict, or a request's PredictionRows) on a
+bounded queue (counting the rows it had to drop when full) and a background thread writes a segment when
+`flush_rows` records are waiting or `flush_seconds` have passed, and once more on `close()`. A clean shutdown loses nothing; a crash loses at
 most the records not yet flushed (at most `flush_rows`, at most `flush_seconds` old).
 
     <log>/predictions/model=<m>/<utc yyyymmddThhmmss>-<uuid>.parquet
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import io
 import logging
-import queue
 import threading
 import time
 import uuid
+from collections import deque
 from datetime import UTC, datetime
 
+from controlplane.feedback.predrows import PredictionRows, rows_table
 from controlplane.store import Store
 
 logger = logging.getLogger(__name__)
@@ -38,23 +39,34 @@ def _arrow_schema(spec: dict):
     return pa.schema([(name, types[kind]) for name, kind in spec.items()])
 
 
-def encode_segment(records: list[dict], spec: dict) -> bytes:
+def encode_segment(records: list, spec: dict) -> bytes:
+    """A Parquet segment of dict records and PredictionRows (converted together, column by column)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(records, schema=_arrow_schema(spec))
+    schema = _arrow_schema(spec)
+    dicts = [r for r in records if not isinstance(r, PredictionRows)]
+    rows = [r for r in records if isinstance(r, PredictionRows)]
+    tables = ([pa.Table.from_pylist(dicts, schema=schema)] if dicts else []) + ([rows_table(rows, schema)] if rows else [])
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
 
 
 class SegmentWriter:
+    """Appends are a deque append (no lock, no wake-up on the request path); the writer thread polls every
+    POLL_S, and a record is either a dict (one row) or a PredictionRows (a request's rows, converted at flush)."""
+
+    POLL_S = 0.02
+
     def __init__(self, store: Store, prefix: str, spec: dict, flush_rows: int = 1000, flush_seconds: float = 2.0,
                  max_queue: int = 100_000, partition: str | None = None) -> None:
         self.store, self.prefix, self.spec = store, prefix.strip("/"), spec
         self.flush_rows, self.flush_seconds, self.partition = flush_rows, flush_seconds, partition
-        self.queue: queue.Queue = queue.Queue(maxsize=max_queue)
-        self.dropped = 0
+        self.max_queue = max_queue  # queued appends (a request's rows count once)
+        self._pending: deque = deque()
+        self.dropped = 0  # rows
         self.written = 0
         self.segments = 0
         self.write_errors = 0  # segments that could not be written (their records count as dropped)
@@ -63,51 +75,52 @@ class SegmentWriter:
         self._thread = threading.Thread(target=self._run, name=f"mlctl-log-{prefix}", daemon=True)
         self._thread.start()
 
-    def append(self, record: dict) -> bool:
-        try:
-            self.queue.put_nowait(record)
-            return True
-        except queue.Full:
-            self.dropped += 1
+    def append(self, record: dict | PredictionRows) -> bool:
+        if len(self._pending) >= self.max_queue:
+            self.dropped += _rows(record)
             return False
+        self._pending.append(record)
+        return True
 
     def close(self, timeout_s: float = 30.0) -> None:
         self._closing.set()
         self._thread.join(timeout=timeout_s)
 
     def _run(self) -> None:
-        batch: list[dict] = []
-        last_flush = time.monotonic()
+        batch: list = []
+        rows, last_flush = 0, time.monotonic()
         while True:
-            closing = self._closing.is_set()
-            try:
-                batch.append(self.queue.get(timeout=0.05))
-                while len(batch) < self.flush_rows:
-                    batch.append(self.queue.get_nowait())
-            except queue.Empty:
-                pass
-            due = len(batch) >= self.flush_rows or (batch and time.monotonic() - last_flush >= self.flush_seconds)
+            closing = self._closing.wait(self.POLL_S)
+            while self._pending and rows < self.flush_rows:
+                record = self._pending.popleft()
+                batch.append(record)
+                rows += _rows(record)
+            due = rows >= self.flush_rows or (batch and time.monotonic() - last_flush >= self.flush_seconds)
             if due or (closing and batch):
-                self._flush(batch)
-                batch, last_flush = [], time.monotonic()
+                self._flush(batch, rows)
+                batch, rows, last_flush = [], 0, time.monotonic()
             elif not batch:
                 last_flush = time.monotonic()
-            if closing and not batch and self.queue.empty():
+            if closing and not batch and not self._pending:
                 return
 
-    def _flush(self, batch: list[dict]) -> None:
+    def _flush(self, batch: list, rows: int) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         folder = f"{self.prefix}/{self.partition}" if self.partition else self.prefix
         key = f"{folder}/{stamp}-{uuid.uuid4().hex[:8]}.parquet"
         try:
             self.store.write_bytes(key, encode_segment(batch, self.spec))
-            self.written += len(batch)
+            self.written += rows
             self.segments += 1
         except Exception as exc:  # the log must not take the gateway down: warn, count, keep the reason
-            self.dropped += len(batch)
+            self.dropped += rows
             self.write_errors += 1
             self.last_error = f"{key}: {exc}"
-            logger.warning("prediction log: %d records lost, segment %s not written: %s", len(batch), key, exc)
+            logger.warning("prediction log: %d records lost, segment %s not written: %s", rows, key, exc)
+
+
+def _rows(record) -> int:
+    return record.count if isinstance(record, PredictionRows) else 1
 
 
 class PredictionLog:

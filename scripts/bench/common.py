@@ -21,6 +21,37 @@ def cpu_seconds() -> float:
     return t.user + t.system
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (a server and its worker or stub processes), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # it exited meanwhile
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) of a process and its live descendants, from /proc/<pid>/stat."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / ticks
+
+
 def summary_row(result: LoadResult, rows_per_request: int = 1, cpu_s: float | None = None) -> dict:
     """Throughput, latency percentiles, failures and, when measured, the share of the machine's CPUs the
     load generator used (None where the load is the computation itself)."""

@@ -1,17 +1,27 @@
-"""The gateway's cost: gateway -> Triton against direct Triton gRPC at equal concurrency, in one run.
+"""The gateway's cost against direct Triton, in one run on one machine.
 
-The digits classifier, one row per request, closed loop; the gateway logs every prediction (Parquet).
-Reports p50/p99 and throughput per path, the p50 the gateway adds and the throughput it keeps.
+The digits classifier, one row per request, closed loop, concurrency sweep. Paths:
+  direct Triton gRPC              tritonclient.grpc.aio straight to Triton (the baseline)
+  gateway v2 binary               tritonclient.http.aio to the gateway, binary tensors in and out
+  gateway v2 JSON                 tritonclient.http.aio to the gateway, JSON tensors in and out
+  gateway v1 JSON                 aiohttp POSTs of the simple JSON route
+The gateway logs every prediction (Parquet). Each row reports throughput, p50/p99, and the CPU time per
+request of the gateway (all its processes) and of Triton (tritonserver plus its Python stubs), read from
+/proc/<pid>/stat around the run; the gateway rows add the p50 they add, the throughput they keep against direct
+gRPC at the same concurrency, and their CPU per request as a share of Triton's.
 
-Usage: .venv/bin/python scripts/bench/gateway.py [--seconds 4] [--concurrency 1,4,16,64] [--out bench-out]
+Usage: .venv/bin/python scripts/bench/gateway.py [--seconds 4] [--concurrency 1,4,16,64] [--workers 1] [--upstream http]
+                                                 [--paths binary,json,v1] [--source DIR] [--out bench-out]
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,21 +30,117 @@ from controlplane.readiness import free_port
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # scripts/: local_servers.py
-from common import load_arguments, write_json  # noqa: E402
-from local_servers import start_listening, stop, triton_options  # noqa: E402
-from serving import json_path, triton_path  # noqa: E402  (the same load paths as serving.py)
+from common import load_arguments, summary_row, tree_cpu_seconds, write_json
+from local_servers import start_listening, stop, triton_options
 
-MLCTL = str(Path(sys.executable).parent / "mlctl")
+from controlplane.triton.load import run_async
+
 KEY = "bench-key"
+ROW = np.random.default_rng(0).random((1, 64), dtype=np.float32)
 
 
-def direct(url: str, concurrency: int, seconds: float) -> dict:
-    return triton_path(url, "grpc", "digits", 64, concurrency, seconds, input_name="pixels")
+def direct_caller(url: str):
+    import tritonclient.grpc.aio as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    tensor = grpcclient.InferInput("pixels", [1, 64], "FP32")
+    tensor.set_data_from_numpy(ROW)
+
+    async def call() -> str:
+        await client.infer("digits", [tensor])
+        return ""
+
+    return call, client.close
 
 
-def through_gateway(url: str, concurrency: int, seconds: float) -> dict:
-    body = {"inputs": {"pixels": np.random.default_rng(0).random((1, 64)).round(4).tolist()}}
-    return json_path(f"{url}/v1/models/digits/predict", body, concurrency, seconds, headers={"X-API-Key": KEY})
+def v2_caller(url: str, binary: bool):
+    import tritonclient.http.aio as httpclient
+
+    client = httpclient.InferenceServerClient(url.removeprefix("http://"), conn_limit=256)
+    tensor = httpclient.InferInput("pixels", [1, 64], "FP32")
+    tensor.set_data_from_numpy(ROW, binary_data=binary)
+    outputs = [httpclient.InferRequestedOutput("probabilities", binary_data=binary)]
+
+    async def call() -> str:
+        result = await client.infer("digits", [tensor], outputs=outputs, headers={"X-API-Key": KEY})
+        return result.get_response()["model_version"]
+
+    return call, client.close
+
+
+def v1_caller(url: str):
+    import aiohttp
+
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256), headers={"X-API-Key": KEY})
+    body = json.dumps({"inputs": {"pixels": ROW.round(4).tolist()}})
+
+    async def call() -> str:
+        async with session.post(f"{url}/v1/models/digits/predict", data=body,
+                                headers={"Content-Type": "application/json"}) as response:
+            response.raise_for_status()
+            return (await response.json())["version"]
+
+    return call, session.close
+
+
+async def measure(make, concurrency: int, seconds: float, pids: dict[str, int]) -> dict:
+    """A closed-loop run of `make()`'s caller, with the CPU seconds each server tree spent during it."""
+    call, close = make()
+    try:
+        await call()  # connect and warm up outside the measurement
+        before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
+        started = time.monotonic()
+        result = await run_async(lambda _: call, concurrency, seconds)
+        after = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
+    finally:
+        await close()
+    served = len(result.records) - result.failures
+    row = summary_row(result)
+    row["requests"] = served
+    row["wall_s"] = round(time.monotonic() - started, 2)
+    for name in pids:
+        row[f"{name}_cpu_ms_per_request"] = round((after[name] - before[name]) * 1000 / served, 4) if served else None
+    return row
+
+
+def compare(row: dict, base: dict) -> None:
+    """What the gateway adds and keeps against direct gRPC at the same concurrency."""
+    if row["p50_ms"] is not None and base["p50_ms"] is not None:
+        row["p50_added_ms"] = round(row["p50_ms"] - base["p50_ms"], 3)
+    row["throughput_kept"] = round(row["requests_per_s"] / base["requests_per_s"], 3) if base["requests_per_s"] else None
+    gateway, triton = row.get("gateway_cpu_ms_per_request"), row.get("triton_cpu_ms_per_request")
+    row["gateway_cpu_share_of_triton"] = round(gateway / triton, 3) if gateway is not None and triton else None
+
+
+def start_gateway(triton, log: Path, workers: int, source: Path | None, upstream: str):
+    """`mlctl gateway serve`; with `source`, the package found there (an earlier checkout, for before/after)."""
+    port = free_port()
+    command = [sys.executable, "-m", "controlplane.cli.main", "gateway", "serve", "--port", str(port), "--triton-url", triton.grpc_url,
+               "--log", str(log), *(["--workers", str(workers)] if workers > 1 else []),
+               *(["--triton-http-url", triton.http_url] if upstream == "http" else [])]
+    env = {**os.environ, "MLCTL_GATEWAY_ADMIN_KEYS": KEY, **({"PYTHONPATH": str(source)} if source else {})}
+    proc = start_listening(command, port, "gateway", timeout_s=60, env=env)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def sweep(args, triton, gateway_pid: int, url: str) -> list[dict]:
+    pids = {"gateway": gateway_pid, "triton": triton.pid}
+    paths = {"binary": ("gateway v2 binary", lambda: v2_caller(url, True)),
+             "json": ("gateway v2 JSON", lambda: v2_caller(url, False)),
+             "v1": ("gateway v1 JSON", lambda: v1_caller(url))}
+    results = []
+    for c in args.concurrency:
+        base = {"path": "direct Triton gRPC", "concurrency": c,
+                **asyncio.run(measure(lambda: direct_caller(triton.grpc_url), c, args.seconds, pids))}
+        results.append(base)
+        print(json.dumps(base), flush=True)
+        for key in args.paths.split(","):
+            name, make = paths[key]
+            row = {"path": name, "concurrency": c, "workers": args.workers, "upstream": args.upstream, **asyncio.run(measure(make, c, args.seconds, pids))}
+            compare(row, base)
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    return results
 
 
 def main() -> int:
@@ -44,29 +150,22 @@ def main() -> int:
     from controlplane.store.repository import Repository
     from controlplane.triton.server.local import LocalServers
 
-    args = load_arguments().parse_args()
+    parser = load_arguments()
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--paths", default="binary,json,v1")
+    parser.add_argument("--upstream", default="http", help="how the gateway asks Triton: http or grpc")
+    parser.add_argument("--source", type=Path, default=None, help="serve the gateway of the package in this folder")
+    args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mlctl-gw-bench-"))
     (work / "repo").mkdir()
     repo = Repository(open_store(str(work / "repo")))
     demo.publish_demo_versions(repo, "digits", (0,), work / "exports", ServingOptions(max_queue_delay_us=500))
     servers = LocalServers(work / "home")
-    state = servers.start(triton_options(repo.uri, "gw"))
+    triton = servers.start(triton_options(repo.uri, "gw"))
     gateway = None
-    results = []
     try:
-        port = free_port()
-        gateway = start_listening([MLCTL, "gateway", "serve", "--port", str(port), "--triton-url", state.grpc_url, "--log", str(work / "log")],
-                                  port, "gateway", timeout_s=30, env={**os.environ, "MLCTL_GATEWAY_ADMIN_KEYS": KEY})
-        url = f"http://127.0.0.1:{port}"
-        for c in args.concurrency:
-            a = {"path": "direct Triton gRPC", "concurrency": c, **direct(state.grpc_url, c, args.seconds)}
-            b = {"path": "gateway -> Triton", "concurrency": c, **through_gateway(url, c, args.seconds)}
-            both = a["p50_ms"] is not None and b["p50_ms"] is not None  # None: no request of that path succeeded
-            b["p50_added_ms"] = round(b["p50_ms"] - a["p50_ms"], 3) if both else None
-            b["throughput_kept"] = round(b["requests_per_s"] / a["requests_per_s"], 3) if a["requests_per_s"] else None
-            results += [a, b]
-            print(json.dumps(a), flush=True)
-            print(json.dumps(b), flush=True)
+        gateway, url = start_gateway(triton, work / "log", args.workers, args.source, args.upstream)
+        results = sweep(args, triton, gateway.pid, url)
     finally:
         if gateway is not None:
             stop(gateway, timeout_s=30)

@@ -1,24 +1,38 @@
 """What a prediction becomes: the client's answer (strict JSON) and the prediction log's records (pure).
 
 JSON has no NaN or infinity: non-finite numbers are rendered as null in answers, and kept as NaN/Inf in the
-log, where the statistics decide what to do with them.
+log, where the statistics decide what to do with them. Log rows stay arrays until the log writes a segment.
 """
 
 from __future__ import annotations
 
-import json
+import itertools
+import os
 import uuid
-from datetime import UTC, datetime
 
 import numpy as np
+import orjson
 
+from controlplane.feedback.predrows import PredictionRows, prediction_rows
 from controlplane.model.signature import Signature
 
 
-def new_ids(signature: Signature, arrays: dict[str, np.ndarray]) -> list[str]:
-    """One prediction id per row of the request."""
-    rows = next(iter(arrays.values())).shape[0] if signature.batched else 1
-    return [uuid.uuid4().hex for _ in range(rows)]
+class IdSource:
+    """Prediction ids: a random 64-bit prefix per process and a counter, 32 hex digits like a uuid4's. Unique
+    across workers and restarts without a system call per id (uuid4 reads os.urandom every time)."""
+
+    def __init__(self) -> None:
+        self.prefix = uuid.uuid4().hex[:16]
+        self.counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+    def take(self, rows: int) -> list[str]:
+        prefix, counter = self.prefix, self.counter
+        return [f"{prefix}{next(counter) & 0xFFFFFFFFFFFFFFFF:016x}" for _ in range(rows)]
+
+
+def rows_of(signature: Signature, arrays: dict[str, np.ndarray]) -> int:
+    """The number of rows of a request: its batch size, 1 for a model without a batch dimension."""
+    return next(iter(arrays.values())).shape[0] if signature.batched else 1
 
 
 def classes_of(signature: Signature) -> int | None:
@@ -45,69 +59,53 @@ def first_non_finite(signature: Signature, arrays: dict[str, np.ndarray]) -> str
 
 def answer_body(model: str, version: str, signature: Signature, outputs: dict[str, np.ndarray], ids: list[str],
                 latency_ms: float) -> bytes:
-    """The client's answer as strict JSON bytes (ValueError if anything would not be)."""
+    """The client's answer as strict JSON bytes: orjson writes NaN and infinities as null."""
     classifier = classes_of(signature) is not None
     predictions = []
     for row, prediction_id in enumerate(ids):
         values = _row(signature, outputs, row)
-        entry: dict = {"prediction_id": prediction_id, "outputs": {k: json_values(v) for k, v in values.items()}}
+        entry: dict = {"prediction_id": prediction_id, "outputs": values}
         if classifier:
             scores = next(iter(values.values()))
             entry["predicted_class"] = predicted_class(scores)
-            entry["probabilities"] = json_values(scores)
+            entry["probabilities"] = scores
         predictions.append(entry)
     body = {"model": model, "version": version, "latency_ms": round(latency_ms, 3), "predictions": predictions}
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def log_rows(model: str, version: str, signature: Signature, arrays: dict[str, np.ndarray] | None,
+             outputs: dict[str, np.ndarray] | None, ids: list[str], latency_ms: float, status: str) -> PredictionRows:
+    """A request's rows for the prediction log: the first input as features, the first output, the class (at flush).
+    No outputs: a request that got no answer; no arrays: one that failed before it had rows."""
+    first_in = None if arrays is None else arrays[signature.inputs[0].name]
+    first_out = None if outputs is None else outputs[signature.outputs[0].name]
+    if not signature.batched:
+        first_in = None if first_in is None else first_in[np.newaxis]
+        first_out = None if first_out is None else first_out[np.newaxis]
+    return prediction_rows(model, version, ids, first_in, first_out, classes_of(signature) is not None, latency_ms, status)
 
 
 def log_records(model: str, version: str, signature: Signature, arrays: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
                 ids: list[str], latency_ms: float, status: str) -> list[dict]:
-    """One prediction-log record per row: its features (first input), first output and predicted class."""
-    classifier = classes_of(signature) is not None
-    now = datetime.now(UTC)
-    records = []
-    for row, prediction_id in enumerate(ids):
-        scores = next(iter(_row(signature, outputs, row).values()))
-        records.append({
-            "prediction_id": prediction_id, "time": now, "model": model, "version": version,
-            "features": features_of(signature, arrays, row), "outputs": np.asarray(scores, dtype=float).ravel().tolist(),
-            "predicted": predicted_class(scores) if classifier else None, "latency_ms": latency_ms, "status": status,
-        })
-    return records
+    """One prediction-log record per row, as the log reads them back."""
+    return log_rows(model, version, signature, arrays, outputs, ids, latency_ms, status).records()
 
 
 def failure_records(model: str, version: str, signature: Signature, arrays: dict[str, np.ndarray], ids: list[str],
                     latency_ms: float, status: str) -> list[dict]:
     """One record per row of a request that got no answer: features, no outputs, no class."""
-    now = datetime.now(UTC)
-    return [{"prediction_id": prediction_id, "time": now, "model": model, "version": version,
-             "features": features_of(signature, arrays, row), "outputs": [], "predicted": None, "latency_ms": latency_ms,
-             "status": status} for row, prediction_id in enumerate(ids)]
+    return log_rows(model, version, signature, arrays, None, ids, latency_ms, status).records()
 
 
-def failure_record(model: str, version: str, latency_ms: float, status: str = "error") -> dict:
-    """A request that failed before it had rows (no id was issued)."""
-    return {"prediction_id": uuid.uuid4().hex, "time": datetime.now(UTC), "model": model, "version": version,
-            "features": [], "outputs": [], "predicted": None, "latency_ms": latency_ms, "status": status}
+def failure_rows(model: str, version: str, latency_ms: float, status: str = "error") -> PredictionRows:
+    """A request that failed before it had rows (no id was issued to the client: the record gets its own)."""
+    return prediction_rows(model, version, [uuid.uuid4().hex], None, None, False, latency_ms, status)
 
 
 def predicted_class(scores: np.ndarray) -> int | None:
     """The arg-max class; None when a score is not finite (no class can be trusted then)."""
     return int(np.argmax(scores)) if np.isfinite(scores).all() else None
-
-
-def json_values(array: np.ndarray):
-    """Nested lists of plain Python values, NaN and infinities as None."""
-    if array.dtype.kind in "fc" and not np.isfinite(array).all():
-        masked = array.astype(object)
-        masked[~np.isfinite(array)] = None
-        return masked.tolist()
-    return array.tolist()
-
-
-def features_of(signature: Signature, arrays: dict[str, np.ndarray], row: int) -> list[float]:
-    first = arrays[signature.inputs[0].name]
-    return np.asarray(first[row] if signature.batched else first, dtype=float).ravel().tolist()
 
 
 def _row(signature: Signature, outputs: dict[str, np.ndarray], row: int) -> dict[str, np.ndarray]:

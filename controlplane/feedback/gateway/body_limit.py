@@ -15,7 +15,7 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            return await _reject(send, self.limit)
+            return await reject(send, self.limit)
         seen = 0
 
         async def limited():
@@ -30,14 +30,14 @@ class BodyLimit:
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await _reject(send, self.limit)
+            await reject(send, self.limit)
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _reject(send, limit: int) -> None:
+async def reject(send, limit: int) -> None:
     body = json.dumps({"detail": f"request body larger than {limit} bytes"}).encode()
     await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": body})

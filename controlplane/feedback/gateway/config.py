@@ -11,7 +11,8 @@ API_KEY_HEADER = "X-API-Key"
 
 @dataclass
 class GatewayConfig:
-    triton_url: str  # gRPC host:port
+    triton_url: str  # gRPC host:port: configs, readiness, and inference unless triton_http_url is set
+    triton_http_url: str | None = None  # HTTP host:port: inference over Triton's HTTP protocol (cheaper per request)
     predict_keys: frozenset[str] = frozenset()
     admin_keys: frozenset[str] = frozenset()  # feedback and admin; also allowed to predict
     max_body_bytes: int = 1 << 20

@@ -26,10 +26,15 @@ class GatewayMetrics:
                                            "Canary state reads that failed (routing kept the last known state)",
                                            ["model"], registry=self.registry)
         self.registry.register(_LogCollector(log_figures))
+        self._children: dict[tuple[str, str, str, str], tuple] = {}  # label lookups done once per label set
 
     def observe(self, route: str, model: str, version: str, status: str, seconds: float) -> None:
-        self.requests.labels(route, model, version, status).inc()
-        self.latency.labels(route, model, version).observe(seconds)
+        key = (route, model, version, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.requests.labels(*key), self.latency.labels(route, model, version))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from controlplane.feedback.gateway.answer import IdSource
 from controlplane.feedback.gateway.config import GatewayConfig
 from controlplane.feedback.gateway.index import PredictionIndex
 from controlplane.feedback.gateway.metrics import GatewayMetrics
@@ -16,6 +17,7 @@ from controlplane.release.canary import Router
 
 if TYPE_CHECKING:
     from controlplane.feedback.predlog import PredictionLog
+    from controlplane.feedback.predrows import PredictionRows
 
 
 @dataclass
@@ -25,14 +27,13 @@ class GatewayState:
     upstream: Upstream
     index: PredictionIndex
     router: Router = field(default_factory=Router)
+    ids: IdSource = field(default_factory=IdSource)
     log: PredictionLog | None = None  # opened at start-up when config.log_uri is set
     tasks: set[asyncio.Future] = field(default_factory=set)  # shadow requests in flight
 
-    def log_predictions(self, model: str, records: list[dict]) -> None:
+    def log_predictions(self, model: str, rows: PredictionRows) -> None:
         if self.log is not None:
-            writer = self.log.predictions(model)
-            for record in records:
-                writer.append(record)
+            self.log.predictions(model).append(rows)
 
     def log_feedback(self, records: list[dict]) -> None:
         if self.log is not None:

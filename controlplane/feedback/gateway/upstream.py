@@ -8,7 +8,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-import numpy as np
 from fastapi import HTTPException
 from tritonclient.utils import InferenceServerException
 
@@ -16,8 +15,10 @@ from controlplane.defaults import GATEWAY_CONFIG_TTL_S
 from controlplane.errors import MlctlError
 from controlplane.feedback.gateway.config import GatewayConfig
 from controlplane.feedback.gateway.metrics import GatewayMetrics
+from controlplane.feedback.gateway.triton_http import TritonHTTP
+from controlplane.feedback.gateway.v2 import Tensor
 from controlplane.model import config as model_config
-from controlplane.model.signature import Signature, wire_type
+from controlplane.model.signature import Signature
 from controlplane.release.canary import CanaryState, CanaryStore
 from controlplane.triton.failures import Failure, classify
 
@@ -40,21 +41,42 @@ def model_info(config) -> ModelInfo:
     return ModelInfo(model_config.signature_of(config, api=True), allowed)
 
 
+def _set_parameter(parameter, key: str, value) -> None:
+    if isinstance(value, bool):
+        parameter.bool_param = value
+    elif isinstance(value, int):
+        parameter.int64_param = value
+    elif isinstance(value, str):
+        parameter.string_param = value
+    else:
+        raise HTTPException(400, f"request parameter {key!r} must be a boolean, an integer or a string")
+
+
 class Upstream:
     def __init__(self, config: GatewayConfig, metrics: GatewayMetrics) -> None:
         self.triton_url, self.repository, self.canary_ttl_s = config.triton_url, config.repository, config.canary_ttl_s
         self.metrics = metrics
         self.client = None
+        self.http = TritonHTTP(config.triton_http_url) if config.triton_http_url else None
         self._models: dict[str, tuple[ModelInfo, float]] = {}
         self._canaries: dict[str, tuple[CanaryState | None, float]] = {}
 
     async def open(self) -> None:
+        import grpc
         import tritonclient.grpc.aio as grpcclient
+        from tritonclient.grpc import service_pb2_grpc
 
-        self.client = grpcclient.InferenceServerClient(self.triton_url)  # one channel, reused by every request
+        self.client = grpcclient.InferenceServerClient(self.triton_url)  # configs and readiness
+        # inference: Triton's own stub on one channel, raw tensor bytes in and out (no InferInput, no as_numpy)
+        self._channel = grpc.aio.insecure_channel(self.triton_url, options=[("grpc.max_send_message_length", -1),
+                                                                            ("grpc.max_receive_message_length", -1)])
+        self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
 
     async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
         if self.client is not None:
+            await self._channel.close()
             await self.client.close()
 
     # --- Triton ----------------------------------------------------------------------------------
@@ -77,19 +99,27 @@ class Upstream:
         self._models[name] = (info, time.monotonic())
         return info
 
-    @staticmethod
-    def tensors(signature: Signature, arrays: dict[str, np.ndarray]) -> list:
-        import tritonclient.grpc.aio as grpcclient
+    async def infer(self, model: str, tensors: tuple[Tensor, ...], version: str = "",
+                    parameters: dict | None = None) -> tuple[str, list[Tensor]]:
+        """(the version that answered, its outputs); Triton's errors as InferenceServerException."""
+        if self.http is not None:
+            return await self.http.infer(model, tensors, version, parameters)
+        import grpc
+        from tritonclient.grpc import service_pb2
+        from tritonclient.grpc._utils import get_error_grpc
 
-        tensors = []
-        for spec in signature.inputs:
-            tensor = grpcclient.InferInput(spec.name, list(arrays[spec.name].shape), wire_type(spec.dtype))
-            tensor.set_data_from_numpy(arrays[spec.name])
-            tensors.append(tensor)
-        return tensors
-
-    async def infer(self, model: str, tensors: list, version: str = ""):
-        return await self.client.infer(model, tensors, model_version=version)
+        request = service_pb2.ModelInferRequest(model_name=model, model_version=version)
+        for tensor in tensors:
+            request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        request.raw_input_contents.extend([tensor.data for tensor in tensors])
+        for key, value in (parameters or {}).items():
+            _set_parameter(request.parameters[key], key, value)
+        try:
+            response = await self._stub.ModelInfer(request)
+        except grpc.aio.AioRpcError as exc:
+            raise get_error_grpc(exc) from None
+        return response.model_version, [Tensor(o.name, o.datatype, tuple(o.shape), raw)
+                                        for o, raw in zip(response.outputs, response.raw_output_contents)]
 
     def http_error(self, exc: InferenceServerException, model: str) -> HTTPException:
         failure = classify(exc)

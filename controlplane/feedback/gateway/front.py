@@ -1,0 +1,106 @@
+"""The gateway's front door, a plain ASGI app: the inference routes are served here, with no framework layer
+on their path (no routing table, no dependency injection, no request object); everything else (feedback,
+health, metrics, model metadata, the OpenAPI document) goes to the FastAPI app behind it.
+
+    POST /v1/models/{model}/predict                  the simple JSON route          scope: predict
+    POST /v2/models/{model}[/versions/{v}]/infer     KServe v2 / Triton HTTP        scope: predict
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from starlette.exceptions import HTTPException
+
+from controlplane.feedback.gateway import infer, predict, v2
+from controlplane.feedback.gateway.body_limit import reject
+from controlplane.feedback.gateway.config import API_KEY_HEADER
+from controlplane.feedback.gateway.forward import Labels
+from controlplane.feedback.gateway.state import GatewayState
+
+_KEY = API_KEY_HEADER.lower().encode()
+
+
+def route_of(path: str) -> tuple[str, str, str] | None:
+    """(route, model, version) of an inference path; None for any other path (pure)."""
+    parts = path.split("/")
+    if len(parts) == 5 and parts[1] == "v1" and parts[2] == "models" and parts[4] == "predict" and parts[3]:
+        return predict.ROUTE, parts[3], ""
+    if parts[1:3] == ["v2", "models"] and parts[-1] == "infer" and parts[3]:
+        if len(parts) == 5:
+            return infer.ROUTE, parts[3], ""
+        if len(parts) == 7 and parts[4] == "versions" and parts[5]:
+            return infer.ROUTE, parts[3], parts[5]
+    return None
+
+
+class Front:
+    def __init__(self, gateway: GatewayState, app) -> None:
+        self.gateway, self.app = gateway, app
+        config = gateway.config
+        self.predict_keys = {k.encode() for k in config.admin_keys | config.predict_keys}
+        self.limit = config.max_body_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            route = route_of(scope["path"])
+            if route is not None:
+                return await self._serve(route, scope, receive, send)
+        await self.app(scope, receive, send)
+
+    async def _serve(self, route: tuple[str, str, str], scope, receive, send) -> None:
+        name, model, version = route
+        started, labels = time.perf_counter(), Labels()
+        headers = dict(scope["headers"])
+        try:
+            self._authorise(headers.get(_KEY))
+            body = await self._body(headers, receive)
+            if body is None:
+                labels.status = "413"
+                return await reject(send, self.limit)
+            if name == predict.ROUTE:
+                key = headers.get(b"x-client-key")
+                data, extra = await predict.handle(self.gateway, model, body, None if key is None else key.decode("latin-1"),
+                                                   started, labels)
+            else:
+                data, extra = await infer.handle(self.gateway, model, version, body, headers, started, labels)
+            labels.status = "ok"
+            await _send(send, 200, data, extra)
+        except HTTPException as exc:
+            labels.status = str(exc.status_code)
+            data = orjson.dumps({"detail": exc.detail}) if name == predict.ROUTE else v2.error_body(str(exc.detail))
+            extra = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
+            await _send(send, exc.status_code, data, [(b"content-type", b"application/json"), *extra])
+        finally:
+            self.gateway.metrics.observe(name, labels.model, labels.version, labels.status, time.perf_counter() - started)
+
+    def _authorise(self, key: bytes | None) -> None:
+        if not key:
+            raise HTTPException(401, f"missing {API_KEY_HEADER} header")
+        if key not in self.predict_keys:
+            raise HTTPException(403, "this key may not predict")
+
+    async def _body(self, headers: dict[bytes, bytes], receive) -> bytes | None:
+        """The whole body; None when it is over the limit (announced or streamed)."""
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return None
+        chunks, seen = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HTTPException(400, "the client went away before sending its whole body")
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,162 @@
+"""The KServe v2 / Triton HTTP inference protocol (pure): requests in, answers out.
+
+A request is a JSON header, optionally followed by binary tensor data (the binary tensor data extension: the
+header's length in `Inference-Header-Content-Length`, each input's `binary_data_size` in its parameters).
+Binary inputs are never decoded to Python values: they become numpy views over the body, checked by shape,
+datatype and byte count, and travel to Triton as the bytes they arrived as. Answers are written the same way:
+binary outputs are Triton's own bytes, JSON outputs flat lists (NaN and infinities as null).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+from starlette.exceptions import HTTPException
+
+from controlplane.errors import UsageError
+from controlplane.model.signature import numpy_dtype_of_triton
+
+HEADER_LENGTH = "inference-header-content-length"
+IDS_PARAMETER = "mlctl_prediction_ids"  # the answer's parameters: one prediction id per row, comma-separated
+_CLIENT_PARAMETERS = ("binary_data_output",)  # the gateway's own; the rest go to Triton as they came
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    datatype: str  # Triton's wire name: FP32, INT64, BOOL...
+    shape: tuple[int, ...]
+    data: bytes  # row-major, as Triton's raw contents have it
+
+    def array(self) -> np.ndarray:
+        return np.frombuffer(self.data, dtype=dtype_of(self.datatype)).reshape(self.shape)
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    id: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[tuple[str, bool], ...] = ()  # requested (name, binary); empty: every output
+    binary_output: bool = False  # for outputs the request does not name
+    parameters: dict = field(default_factory=dict)  # passed on to Triton
+
+
+def dtype_of(datatype: str) -> np.dtype:
+    try:
+        return np.dtype(numpy_dtype_of_triton(f"TYPE_{datatype}"))
+    except UsageError:
+        raise HTTPException(400, f"datatype {datatype!r} is not supported by this gateway "
+                                 "(BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, FP32, FP64)") from None
+
+
+def parse_request(body: bytes, header_length: int | None) -> InferRequest:
+    """The request's tensors, their byte counts checked against their shapes and datatypes."""
+    if header_length is not None and not 0 < header_length <= len(body):
+        raise HTTPException(400, f"Inference-Header-Content-Length {header_length} is outside the body ({len(body)} bytes)")
+    header = loads(body[:header_length] if header_length is not None else body, "the request header")
+    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or not header["inputs"]:
+        raise HTTPException(400, 'the request must be a JSON object with a non-empty "inputs" list')
+    offset = header_length or len(body)
+    inputs = []
+    for item in header["inputs"]:
+        tensor, offset = _tensor(item, body, offset)
+        inputs.append(tensor)
+    if offset != len(body):
+        raise HTTPException(400, f"the binary data holds {len(body) - (header_length or 0)} bytes but the inputs' "
+                                 f"binary_data_size add up to {offset - (header_length or 0)}")
+    parameters = header.get("parameters") or {}
+    return InferRequest(str(header.get("id", "")), tuple(inputs), _requested(header.get("outputs")),
+                        bool(parameters.get("binary_data_output", False)),
+                        {k: v for k, v in parameters.items() if k not in _CLIENT_PARAMETERS})
+
+
+def _tensor(item, body: bytes, offset: int) -> tuple[Tensor, int]:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("datatype"), str):
+        raise HTTPException(400, "each input needs a name, a datatype and a shape")
+    name, shape = item["name"], item.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise HTTPException(400, f"input {name!r}: shape must be a list of non-negative integers")
+    dtype = dtype_of(item["datatype"])
+    expected = math.prod(shape) * dtype.itemsize
+    size = (item.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if size != expected:
+            raise HTTPException(400, f"input {name!r}: binary_data_size is {size} bytes but shape {shape} of "
+                                     f"{item['datatype']} takes {expected}")
+        if offset + size > len(body):
+            raise HTTPException(400, f"input {name!r}: its {size} bytes run past the end of the body")
+        return Tensor(name, item["datatype"], tuple(shape), body[offset:offset + size]), offset + size
+    if "data" not in item:
+        raise HTTPException(400, f"input {name!r} has neither data nor binary_data_size")
+    try:
+        array = np.asarray(item["data"], dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise HTTPException(400, f"input {name!r}: data is not {item['datatype']}: {exc}") from exc
+    if array.size != math.prod(shape):
+        raise HTTPException(400, f"input {name!r}: {array.size} values for shape {shape}")
+    return Tensor(name, item["datatype"], tuple(shape), array.tobytes()), offset
+
+
+def _requested(outputs) -> tuple[tuple[str, bool], ...]:
+    if outputs is None:
+        return ()
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+        raise HTTPException(400, '"outputs" must be a list of {"name": ...}')
+    requested = []
+    for output in outputs:
+        parameters = output.get("parameters") or {}
+        unknown = set(parameters) - {"binary_data"}
+        if unknown:
+            raise HTTPException(400, f"output {output['name']!r}: parameters {sorted(unknown)} are not supported by this "
+                                     "gateway (the classification extension is not); ask Triton directly")
+        requested.append((output["name"], bool(parameters.get("binary_data", False))))
+    return tuple(requested)
+
+
+def loads(data: bytes, what: str):
+    """JSON; NaN and Infinity literals too (the non-finite check, not the parser, refuses them)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    import json
+
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise HTTPException(400, f"{what} is not JSON: {exc}") from exc
+
+
+def encode_answer(model: str, version: str, request: InferRequest, outputs: list[Tensor],
+                  parameters: dict | None = None) -> tuple[bytes, int | None]:
+    """The answer's body and, when it carries binary data, the length of its JSON header."""
+    wanted = dict(request.outputs) if request.outputs else {t.name: request.binary_output for t in outputs}
+    by_name = {t.name: t for t in outputs}
+    missing = [name for name in wanted if name not in by_name]
+    if missing:
+        raise HTTPException(400, f"model {model!r} has no output {missing[0]!r}; it has {', '.join(by_name)}")
+    entries, blobs = [], []
+    for name, binary in wanted.items():
+        tensor = by_name[name]
+        entry: dict = {"name": name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+        if binary:
+            entry["parameters"] = {"binary_data_size": len(tensor.data)}
+            blobs.append(tensor.data)
+        else:
+            entry["data"] = np.frombuffer(tensor.data, dtype=dtype_of(tensor.datatype))
+        entries.append(entry)
+    header: dict = {"model_name": model, "model_version": version, "outputs": entries}
+    if request.id:
+        header["id"] = request.id
+    if parameters:
+        header["parameters"] = parameters
+    text = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
+    return (b"".join([text, *blobs]), len(text)) if blobs else (text, None)
+
+
+def error_body(message: str) -> bytes:
+    """Triton's error shape, which tritonclient reads."""
+    return orjson.dumps({"error": message})

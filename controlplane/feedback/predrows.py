@@ -1,0 +1,92 @@
+"""A request's prediction-log rows, kept as the arrays the request already had and turned into Arrow columns
+only when a segment is written (one vectorised conversion per flush, not a dict per row per request).
+
+    PredictionRows(...)          what the gateway appends: ids, the first input and first output as arrays
+    rows_table([...], schema)    one Arrow table for many requests' rows (pure)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PredictionRows:
+    model: str
+    version: str
+    ids: tuple[str, ...]
+    features: np.ndarray | None  # (rows, ...) the first input; None: the request failed before it had rows
+    outputs: np.ndarray | None  # (rows, ...) the first output; None: no answer
+    classifier: bool  # the predicted class is the arg-max of the outputs
+    latency_ms: float
+    status: str
+    time_s: float  # seconds since the epoch
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+    def records(self) -> list[dict]:
+        """The rows as dicts (as the log's schema reads them back)."""
+        table = rows_table([self])
+        return table.to_pylist()
+
+
+def prediction_rows(model: str, version: str, ids, features, outputs, classifier: bool, latency_ms: float,
+                    status: str) -> PredictionRows:
+    return PredictionRows(model, version, tuple(ids), features, outputs, classifier, latency_ms, status, time.time())
+
+
+def _matrix(array: np.ndarray | None, rows: int) -> np.ndarray:
+    """(rows, width) float64; no columns when there is nothing."""
+    if array is None:
+        return np.empty((rows, 0))
+    return np.asarray(array, dtype=np.float64).reshape(rows, -1)
+
+
+def _list_column(matrices: list[np.ndarray]):
+    import pyarrow as pa
+
+    widths = np.concatenate([np.full(m.shape[0], m.shape[1], dtype=np.int32) for m in matrices]) if matrices else np.empty(0, np.int32)
+    offsets = np.concatenate([[0], np.cumsum(widths, dtype=np.int64)]).astype(np.int32)
+    values = np.concatenate([m.ravel() for m in matrices]) if matrices else np.empty(0)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.float64()))
+
+
+def _predicted(rows: PredictionRows, outputs: np.ndarray) -> np.ndarray:
+    """The arg-max class per row, -1 where there is none (no classifier, no answer, or a non-finite score)."""
+    if not rows.classifier or outputs.shape[1] == 0:
+        return np.full(rows.count, -1, dtype=np.int64)
+    finite = np.isfinite(outputs).all(axis=1)
+    return np.where(finite, np.argmax(np.where(np.isfinite(outputs), outputs, -np.inf), axis=1), -1).astype(np.int64)
+
+
+def rows_table(batches: list[PredictionRows], schema=None):
+    """One Arrow table (the prediction log's schema) for every row of `batches`."""
+    import pyarrow as pa
+
+    counts = [b.count for b in batches]
+    features = [_matrix(b.features, b.count) for b in batches]
+    outputs = [_matrix(b.outputs, b.count) for b in batches]
+    predicted = np.concatenate([_predicted(b, o) for b, o in zip(batches, outputs)]) if batches else np.empty(0, np.int64)
+
+    def repeated(values) -> list:
+        return [v for v, n in zip(values, counts) for _ in range(n)]
+
+    times = np.repeat(np.array([int(b.time_s * 1000) for b in batches], dtype=np.int64), counts)
+    columns = {
+        "prediction_id": pa.array([i for b in batches for i in b.ids], pa.string()),
+        "time": pa.array(times, pa.timestamp("ms", tz="UTC")),
+        "model": pa.array(repeated([b.model for b in batches]), pa.string()),
+        "version": pa.array(repeated([b.version for b in batches]), pa.string()),
+        "features": _list_column(features),
+        "outputs": _list_column(outputs),
+        "predicted": pa.array(predicted, pa.int64(), mask=predicted < 0),
+        "latency_ms": pa.array(np.repeat(np.array([b.latency_ms for b in batches], dtype=np.float64), counts), pa.float64()),
+        "status": pa.array(repeated([b.status for b in batches]), pa.string()),
+    }
+    table = pa.table(columns)
+    return table.cast(schema) if schema is not None else table

@@ -1,0 +1,99 @@
+"""The gateway's pure fast-path parts, without servers: the KServe v2 codec against tritonclient's own encoder
+and parser, the inference route table, prediction ids, and log rows turned into columns at flush."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from starlette.exceptions import HTTPException
+
+from controlplane.feedback.gateway import v2
+from controlplane.feedback.gateway.answer import IdSource
+from controlplane.feedback.gateway.front import route_of
+from controlplane.feedback.predrows import prediction_rows, rows_table
+
+
+def tritonclient_request(x: np.ndarray, binary: bool, outputs: tuple[str, ...] = ()) -> tuple[bytes, int | None]:
+    import tritonclient.http as httpclient
+    from tritonclient.http._utils import _get_inference_request
+
+    tensor = httpclient.InferInput("pixels", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=binary)
+    requested = [httpclient.InferRequestedOutput(name, binary_data=binary) for name in outputs]
+    return _get_inference_request([tensor], "req-1", requested, 0, False, False, 0, None, None)
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_a_tritonclient_request_parses_to_the_same_bytes(binary):
+    x = np.random.default_rng(0).random((2, 4), dtype=np.float32)
+    body, header_length = tritonclient_request(x, binary)
+    request = v2.parse_request(body, header_length)
+    (tensor,) = request.inputs
+    assert (tensor.name, tensor.datatype, tensor.shape) == ("pixels", "FP32", (2, 4))
+    np.testing.assert_array_equal(tensor.array(), x)
+    assert request.id == "req-1" and request.binary_output is True and request.parameters == {}
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_an_answer_reads_back_through_tritonclients_parser(binary):
+    from tritonclient.http import InferResult
+
+    y = np.array([[0.1, np.nan, 0.9]], dtype=np.float32)
+    body, header_length = tritonclient_request(np.zeros((1, 4), np.float32), binary, outputs=("y",))
+    request = v2.parse_request(body, header_length)
+    data, length = v2.encode_answer("m", "3", request, [v2.Tensor("y", "FP32", (1, 3), y.tobytes())], {"mlctl_prediction_ids": "a"})
+    assert (length is not None) == binary
+    result = InferResult.from_response_body(data, header_length=length)
+    got = result.as_numpy("y")
+    assert got.shape == (1, 3) and got[0, 0] == pytest.approx(0.1) and math.isnan(got[0, 1])  # JSON: null comes back NaN
+    assert result.get_response()["model_version"] == "3" and result.get_response()["id"] == "req-1"
+
+
+@pytest.mark.parametrize("body, length, message", [
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "parameters": {"binary_data_size": 8}}]}', None,
+     "run past the end"),
+    (b'{"inputs": []}', None, "non-empty"),
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, -2], "data": [1]}]}', None, "non-negative"),
+    (b'{"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}', None, "'BYTES' is not supported"),
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}xxxx', 300, "outside the body"),
+    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}], "outputs": [{"name": "y", '
+     b'"parameters": {"classification": 3}}]}', None, "classification"),
+])
+def test_malformed_v2_requests_are_refused_naming_what(body, length, message):
+    with pytest.raises(HTTPException) as refused:
+        v2.parse_request(body, length)
+    assert refused.value.status_code == 400 and message in refused.value.detail
+
+
+def test_extra_binary_bytes_are_refused():
+    header = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4}}]}'
+    with pytest.raises(HTTPException, match="add up to 4"):
+        v2.parse_request(header + b"\0" * 8, len(header))
+
+
+def test_routes_of_inference_paths():
+    assert route_of("/v1/models/digits/predict") == ("predict", "digits", "")
+    assert route_of("/v2/models/digits/infer") == ("infer", "digits", "")
+    assert route_of("/v2/models/digits/versions/3/infer") == ("infer", "digits", "3")
+    for other in ("/v1/feedback", "/v2/models/digits", "/v2/models//infer", "/v2/models/digits/versions//infer", "/metrics"):
+        assert route_of(other) is None
+
+
+def test_prediction_ids_are_unique_and_differ_between_processes():
+    first, second = IdSource(), IdSource()
+    ids = first.take(1000) + second.take(1000)
+    assert len(set(ids)) == 2000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert first.prefix != second.prefix
+
+
+def test_rows_become_the_logs_columns_at_flush():
+    outputs = np.array([[0.1, 0.9], [np.nan, 0.5], [0.7, 0.3]])
+    rows = [prediction_rows("m", "1", ["a", "b", "c"], np.arange(6.0).reshape(3, 2), outputs, True, 2.0, "ok"),
+            prediction_rows("m", "1", ["z"], None, None, False, 1.0, "error")]
+    table = rows_table(rows).to_pylist()
+    assert [r["prediction_id"] for r in table] == ["a", "b", "c", "z"]
+    assert [r["predicted"] for r in table] == [1, None, 0, None]  # no class for a non-finite score or no answer
+    assert table[1]["features"] == [2.0, 3.0] and math.isnan(table[1]["outputs"][0])
+    assert table[3]["features"] == [] and table[3]["outputs"] == [] and table[3]["status"] == "error"
