@@ -1,17 +1,17 @@
-"""The console's ASGI app: routes that ask `facts`/`panels`, render a template, and turn every MlctlError into a
-page that says what failed and what to do (with the HTTP status its kind deserves)."""
+"""The console's ASGI app: the wiring (settings, facts, actions, the page renderer on `app.state`), the routes
+(routes.py) and the handlers that turn every MlctlError into a page that says what failed and what to do (with
+the HTTP status its kind deserves)."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from controlplane.console import panels, views
-from controlplane.console.actions import CSRF_COOKIE, Actions, new_token
+from controlplane.console import views
+from controlplane.console.actions import Actions
 from controlplane.console.facts import Facts
 from controlplane.console.settings import ConsoleSettings
 from controlplane.errors import (
@@ -24,7 +24,6 @@ from controlplane.errors import (
     UsageError,
 )
 
-MAX_FORM_BYTES = 16 * 1024
 # the most specific kind first
 STATUS = ((AccessDeniedError, 403, "Refused: nothing was changed"), (NotFoundError, 404, "Not found"),
           (UsageError, 400, "Bad request"), (ConflictError, 409, "Conflict"),
@@ -36,95 +35,44 @@ def status_of(exc: MlctlError) -> tuple[int, str]:
     return next((code, title) for kind, code, title in STATUS if isinstance(exc, kind))
 
 
-def create_app(settings: ConsoleSettings) -> FastAPI:
-    app = FastAPI(title="mlctl console", docs_url=None, redoc_url=None, openapi_url=None)
-    facts = Facts(settings)
-    actions = Actions(settings, facts.lifecycle)
-    common = {"repository": settings.repository, "read_only": settings.read_only}
+@dataclass(frozen=True)
+class Console:
+    """What every route needs, built once per app."""
 
-    def page(template: str, status: int = 200, **context) -> HTMLResponse:
+    settings: ConsoleSettings
+    facts: Facts
+    actions: Actions
+
+    def page(self, template: str, status: int = 200, **context) -> HTMLResponse:
+        common = {"repository": self.settings.repository, "read_only": self.settings.read_only}
         return HTMLResponse(views.render(template, **common, status=status, **context), status_code=status)
 
-    @app.exception_handler(MlctlError)
-    async def mlctl_error(request: Request, exc: MlctlError) -> HTMLResponse:
-        status, title = status_of(exc)
-        back = request.url.path if request.method == "POST" else None
-        back = back.rsplit("/", 1)[0].removesuffix("/canary") if back else None
-        return page("error.html", status, title=title, message=exc.message, hint=exc.hint or "", back=back)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> HTMLResponse:
-        return page("error.html", exc.status_code, title="Not found" if exc.status_code == 404 else "Error",
-                    message=f"no page at {request.url.path}" if exc.status_code == 404 else str(exc.detail),
-                    hint="start from the list of models", back=None)
+def console_of(request: Request) -> Console:
+    return request.app.state.console
 
-    @app.get("/healthz", response_class=PlainTextResponse)
-    def healthz() -> str:
-        return "ok"
 
-    @app.get("/", response_class=HTMLResponse)
-    def models() -> HTMLResponse:
-        return page("models.html", models=facts.models())
+async def _mlctl_error(request: Request, exc: MlctlError) -> HTMLResponse:
+    status, title = status_of(exc)
+    back = request.url.path if request.method == "POST" else None
+    back = back.rsplit("/", 1)[0].removesuffix("/canary") if back else None
+    return console_of(request).page("error.html", status, title=title, message=exc.message, hint=exc.hint or "", back=back)
 
-    @app.get("/models/{name}", response_class=HTMLResponse)
-    def model(name: str, request: Request) -> HTMLResponse:
-        token = request.cookies.get(CSRF_COOKIE) or new_token()
-        response = page("model.html", page=facts.model(name), csrf=token, replica_timeout=settings.replica_timeout_s)
-        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", path="/")
-        return response
 
-    @app.get("/models/{name}/panels/serving", response_class=HTMLResponse)
-    def serving(name: str) -> HTMLResponse:
-        settings.open_repository().config(name)  # an unknown model is a 404 here too
-        return page("serving.html", panel=panels.serving(settings, name))
+async def _http_error(request: Request, exc: StarletteHTTPException) -> HTMLResponse:
+    missing = exc.status_code == 404
+    return console_of(request).page("error.html", exc.status_code, title="Not found" if missing else "Error",
+                                    message=f"no page at {request.url.path}" if missing else str(exc.detail),
+                                    hint="start from the list of models", back=None)
 
-    @app.get("/models/{name}/panels/quality", response_class=HTMLResponse)
-    def quality(name: str) -> HTMLResponse:
-        settings.open_repository().config(name)
-        return page("quality.html", panel=panels.quality(settings, name))
 
-    @app.get("/models/{name}/diff", response_class=HTMLResponse)
-    def diff(name: str, a: str = "", b: str = "") -> HTMLResponse:
-        va, vb = _version(a, "a"), _version(b, "b")
-        d = facts.diff(name, va, vb)
-        return page("diff.html", d=d, panel=panels.serving(settings, name, [str(va), str(vb)]))
+def create_app(settings: ConsoleSettings) -> FastAPI:
+    from controlplane.console.routes import router
 
-    async def act(request: Request, do, name: str) -> HTMLResponse:
-        form = await _form(request)
-        outcome = await run_in_threadpool(do, name, form, request.cookies.get(CSRF_COOKIE))
-        return page("result.html", outcome=outcome)
-
-    @app.post("/models/{name}/promote", response_class=HTMLResponse)
-    async def promote(name: str, request: Request) -> HTMLResponse:
-        return await act(request, actions.promote, name)
-
-    @app.post("/models/{name}/rollback", response_class=HTMLResponse)
-    async def rollback(name: str, request: Request) -> HTMLResponse:
-        return await act(request, actions.rollback, name)
-
-    @app.post("/models/{name}/canary/abort", response_class=HTMLResponse)
-    async def abort(name: str, request: Request) -> HTMLResponse:
-        return await act(request, actions.abort_canary, name)
-
+    app = FastAPI(title="mlctl console", docs_url=None, redoc_url=None, openapi_url=None)
+    facts = Facts(settings)
+    app.state.console = Console(settings, facts, Actions(settings, facts.lifecycle))
+    app.add_exception_handler(MlctlError, _mlctl_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.include_router(router)
     return app
-
-
-def _version(text: str, which: str) -> int:
-    if not text.strip().isdigit():
-        raise UsageError(f"version {which}={text!r} is not a version number", hint="compare two versions: ?a=1&b=2")
-    return int(text)
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """An urlencoded form (one value per field); anything else, or an oversized body, is bad input."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip()
-    if kind != "application/x-www-form-urlencoded":
-        raise UsageError(f"a form was expected, got content type {kind or 'none'!r}", hint="submit the form on the model page")
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise UsageError(f"the form is {len(body)} bytes, over {MAX_FORM_BYTES}")
-    try:
-        fields = parse_qs(body.decode(), keep_blank_values=True, strict_parsing=False)
-    except UnicodeDecodeError as exc:
-        raise UsageError("the form is not UTF-8") from exc
-    return {key: values[-1] for key, values in fields.items()}
