@@ -228,3 +228,23 @@ def test_the_diff_of_two_versions_shows_what_differs(fleet, console, browser):
     differs = [row.get_attribute("data-key") for row in browser.find_elements("css selector", "#manifest-diff tr.differs")]
     assert "metadata.run" in differs and "sha256" not in differs  # same weights, different training-run metadata
     assert "Prometheus isn't configured" in browser.find_element("id", "serving").text
+
+
+def test_a_canary_shows_with_its_weight_and_is_aborted_from_the_page(fleet, console, browser):
+    import json
+
+    cli = ("-r", fleet.repo.uri, "--targets", str(fleet.targets_file))
+    started = run_mlctl(*cli, "canary", "start", MODEL, "4", "--weight", "30", "--channel", "production")
+    assert started.returncode == 0, started.stderr
+    browser.get(f"{console}/models/{MODEL}")
+    panel = browser.find_element("id", "canary").text
+    assert "v4 against stable v10 on production" in panel and "weight 30.0%" in panel
+    _fill(browser, "abort-form", "abort from the console test", ADMIN_KEY)
+    browser.find_element("id", "result")
+    status = run_mlctl(*cli, "canary", "status", MODEL, "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["status"] == "aborted"
+    entries = json.loads(run_mlctl(*cli, "history", MODEL, "--json").stdout)
+    entries = entries.get("history", entries) if isinstance(entries, dict) else entries
+    assert any(e["action"] == "canary-abort" and "abort from the console test" in json.dumps(e) for e in entries[-2:])
+    browser.get(f"{console}/models/{MODEL}")
+    assert 'id="abort-form"' not in browser.page_source  # no running canary: nothing to abort
