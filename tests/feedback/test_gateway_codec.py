@@ -58,8 +58,8 @@ def test_an_answer_reads_back_through_tritonclients_parser(binary):
     (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, -2], "data": [1]}]}', None, "non-negative"),
     (b'{"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}', None, "'BYTES' is not supported"),
     (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}xxxx', 300, "outside the body"),
-    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}], "outputs": [{"name": "y", '
-     b'"parameters": {"classification": 3}}]}', None, "classification"),
+    ((b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}], "outputs": [{"name": "y", '
+      b'"parameters": {"classification": 3}}]}'), None, "classification"),
 ])
 def test_malformed_v2_requests_are_refused_naming_what(body, length, message):
     with pytest.raises(HTTPException) as refused:

@@ -82,6 +82,8 @@ def test_two_workers_split_a_canary_exactly_and_a_clean_stop_under_load_loses_no
     ids = Counter(r["prediction_id"] for r in logged)
     assert set(answered + during) <= set(ids) and max(ids.values()) == 1
     canary_share = sum(1 for r in logged if r["version"] == "2") / len(logged)
+    print(f"\n2 workers at weight 30: {versions['2']} of {sum(versions.values())} answers from the canary; after a stop under "
+          f"load {len(set(answered + during) - set(ids))} of {len(answered + during)} answered predictions missing from the log")
     assert abs(canary_share - 0.30) <= 0.02
 
 
