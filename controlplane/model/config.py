@@ -53,8 +53,19 @@ class ServingOptions:
     instance_count: int = 1
     instance_kind: str = "cpu"  # cpu | gpu
     version_policy: VersionPolicy = VersionPolicy("latest", (1,))
+    # a warm-up request runs before a version is READY, so a switch ends with a version that has answered
+    warmup: bool = True
+    # queue policy (dynamic batching only): beyond max_queue_size waiting requests Triton rejects at once
+    # (0: unbounded); a request queued longer than queue_timeout_us is rejected (0: no time-out)
+    max_queue_size: int = 0
+    queue_timeout_us: int = 0
 
     def __post_init__(self) -> None:
+        if self.max_queue_size < 0 or self.queue_timeout_us < 0:
+            raise UsageError("max queue size and queue time-out must not be negative", hint="0 means unbounded")
+        if (self.max_queue_size or self.queue_timeout_us) and not self.dynamic_batching:
+            raise UsageError("a queue policy needs dynamic batching (Triton queues only there)",
+                             hint="drop --max-queue-size/--queue-timeout-us or keep --dynamic-batching")
         if self.instance_kind not in ("cpu", "gpu"):
             raise UsageError(f"instance kind {self.instance_kind!r} must be 'cpu' or 'gpu'")
         if self.instance_count < 1:
@@ -89,10 +100,43 @@ def build_config(name: str, model_format: str, signature: Signature, options: Se
             entry.reshape.SetInParent()
     if signature.batched and options.dynamic_batching:
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+        apply_queue_policy(config, options.max_queue_size, options.queue_timeout_us)
+    if options.warmup:
+        add_warmup(config)
     group = config.instance_group.add(count=options.instance_count)
     group.kind = pb.ModelInstanceGroup.Kind.Value("KIND_GPU" if options.instance_kind == "gpu" else "KIND_CPU")
     apply_version_policy(config, options.version_policy)
     return config
+
+
+def apply_queue_policy(config, max_queue_size: int, timeout_us: int) -> None:
+    """Reject rather than queue without bound: Triton answers at once (UNAVAILABLE, 'Exceeds maximum queue size')."""
+    if not (max_queue_size or timeout_us):
+        return
+    policy = config.dynamic_batching.default_queue_policy
+    policy.max_queue_size = max_queue_size
+    policy.default_timeout_microseconds = timeout_us
+    policy.timeout_action = _pb().ModelQueuePolicy.TimeoutAction.Value("REJECT")
+
+
+WARMUP_NAME = "mlctl-warmup"
+
+
+def add_warmup(config) -> None:
+    """One warm-up sample per instance, matching the signature: random floats (they exercise the real kernels),
+    zeros for integer and boolean inputs (a random integer could be an out-of-vocabulary id the model refuses).
+    Variable dims (-1) warm up at 1."""
+    pb = _pb()
+    config.ClearField("model_warmup")
+    warmup = config.model_warmup.add(name=WARMUP_NAME, batch_size=1 if config.max_batch_size > 0 else 0)
+    for entry in config.input:
+        data = warmup.inputs[entry.name]
+        data.data_type = entry.data_type
+        data.dims.extend([1 if d == -1 else d for d in entry.dims])
+        if pb.DataType.Name(entry.data_type) in ("TYPE_FP16", "TYPE_FP32", "TYPE_FP64"):
+            data.random_data = True
+        else:
+            data.zero_data = True
 
 
 def apply_version_policy(config, policy: VersionPolicy) -> None:

@@ -17,6 +17,7 @@ class Failure(enum.Enum):
     NOT_FOUND = "not-found"  # unknown model or version, or not ready
     BAD_REQUEST = "bad-request"  # inputs that do not fit the model: names, shapes, dtypes
     SERVER = "server"  # the server or the model failed on a valid request
+    OVERLOADED = "overloaded"  # the model's queue policy rejected it (queue full or queued too long): retry later
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class TritonFailure:
 
 
 _UNREACHABLE = ("failed to connect", "connection refused", "deadline exceeded", "socket closed", "connection reset")
+# a queue policy's rejects come as gRPC UNAVAILABLE too: the message tells them from a server that is gone
+_OVERLOADED = ("exceeds maximum queue size", "request timeout expired")
 _DENIED = ("restricted", "unauthorized", "permission")
 _NOT_FOUND = ("unknown model", "is not found", "not found", "not ready", "no version is available", "unknown version")
 _BAD_REQUEST = ("unexpected", "shape", "datatype", "invalid argument", "expected", "unable to find", "inference input")
@@ -46,6 +49,8 @@ def classify(exc: BaseException) -> TritonFailure:
     # the message decides before the code does
     if "PERMISSION_DENIED" in code or "UNAUTHENTICATED" in code or code == "403" or any(s in lowered for s in _DENIED):
         kind = Failure.DENIED
+    elif any(s in lowered for s in _OVERLOADED):
+        kind = Failure.OVERLOADED
     elif "UNAVAILABLE" in code or "DEADLINE_EXCEEDED" in code or any(s in lowered for s in _UNREACHABLE):
         kind = Failure.UNREACHABLE
     elif "NOT_FOUND" in code or any(s in lowered for s in _NOT_FOUND):

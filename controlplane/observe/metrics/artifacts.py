@@ -24,6 +24,7 @@ class Budgets:
     accuracy_drop: float = defaults.ACCURACY_DROP  # below the reference accuracy
     min_feedback_coverage: float = defaults.MIN_FEEDBACK_COVERAGE
     prediction_drift_alpha: float = PREDICTION_DRIFT_ALPHA
+    reject_share: float = 0.01  # of a model's gateway requests rejected by its queue policy (429)
 
 
 def per_version(expr: str) -> str:
@@ -60,6 +61,9 @@ def alert_rules(budgets: Budgets = Budgets()) -> dict:
                  "2m", "critical", "{{ $labels.model }} has no ready version on {{ $labels.instance }}"),
             rule("MlctlGpuSaturated", f"avg by (instance, gpu_uuid) (nv_gpu_utilization) > {budgets.gpu_utilization}", "10m", "warning",
                  "GPU {{ $labels.gpu_uuid }} on {{ $labels.instance }} saturated"),
+            rule("MlctlRequestsRejected",
+                 f"({d.render(d.REJECTED, sel, window)}) > {budgets.reject_share} * ({d.render(d.PREDICT_REQUESTS, sel, window)})",
+                 "5m", "warning", f"over {budgets.reject_share:.0%} of requests to {{{{ $labels.model }}}} rejected: its queue is full"),
             rule("MlctlQueueTimeGrowing", f"({queue_now}) > {budgets.queue_growth} * ({queue_hour}) and ({queue_now}) > {budgets.min_queue_ms}",
                  "10m", "warning", "queue time of {{ $labels.model }} v{{ $labels.version }} is growing"),
         ],
