@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fastapi import HTTPException
 from tritonclient.utils import InferenceServerException
 
-from controlplane.defaults import GATEWAY_CONFIG_TTL_S
+from controlplane.defaults import GATEWAY_CONFIG_TTL_S, GATEWAY_RETRY_AFTER_S
 from controlplane.errors import MlctlError
 from controlplane.feedback.gateway.config import GatewayConfig
 from controlplane.feedback.gateway.metrics import GatewayMetrics
@@ -25,7 +25,7 @@ from controlplane.triton.failures import Failure, classify
 logger = logging.getLogger(__name__)
 
 ALLOW_NON_FINITE = "mlctl.allow_non_finite"  # model config parameter: "true" lets NaN/Inf inputs through
-_HTTP_STATUS = {Failure.NOT_FOUND: 404, Failure.UNREACHABLE: 503, Failure.BAD_REQUEST: 400}
+_HTTP_STATUS = {Failure.NOT_FOUND: 404, Failure.UNREACHABLE: 503, Failure.BAD_REQUEST: 400, Failure.OVERLOADED: 429}
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,9 @@ class Upstream:
             return HTTPException(503, f"Triton at {self.triton_url} is not reachable")
         if status == 400:
             return HTTPException(400, failure.message)
+        if status == 429:  # the model's queue policy rejected it at once: the client should back off, not wait
+            return HTTPException(429, f"model {model!r} is overloaded ({failure.message}); retry after {GATEWAY_RETRY_AFTER_S} s",
+                                 headers={"Retry-After": str(GATEWAY_RETRY_AFTER_S)})
         return HTTPException(502, f"Triton failed the request: {failure.message}")
 
     # --- canary state ----------------------------------------------------------------------------
