@@ -38,6 +38,13 @@ PCA_VARIANCE = 0.65  # components kept: this share of the reference's variance (
 # Embedding drift (output vectors): the share of components that drift, each by the test chosen by sample size.
 EMBEDDING_DRIFTED_SHARE = 0.2
 MMD_ALPHA = 0.01  # permutation test of the maximum mean discrepancy (RBF kernel, median heuristic)
+# The per-feature tests (PSI, KS / Wasserstein), the multivariate checks and the output-vector checks compare the
+# reference with an even sample of at most this many window rows (spread over the window's time): at 20,000 rows a
+# share (a PSI bin, a point of the KS CDF) is within +-0.7 points (95 %) and the normed Wasserstein distance within
+# ~0.01 standard deviation (a tenth of its threshold), and the reference (a few thousand rows) bounds the
+# comparison's precision long before (the KS test's effective size at 2,000 reference rows: 1,818 rows at 20,000,
+# 1,996 at a million). More rows cost time, not precision. Data quality, accuracy and the estimate use every row.
+MONITOR_SAMPLE_ROWS = 20_000
 
 # --- canary ------------------------------------------------------------------------------------------
 CANARY_MIN_REQUESTS = 100  # per arm and step before a step is judged

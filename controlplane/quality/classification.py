@@ -36,11 +36,7 @@ def classification_report(y_true, y_pred, labels=None) -> ClassificationReport:
     if y_true.shape != y_pred.shape:
         raise ValueError(f"{len(y_true)} labels for {len(y_pred)} predictions")
     labels = tuple(int(v) for v in (labels if labels is not None else np.union1d(y_true, y_pred)))
-    index = {label: i for i, label in enumerate(labels)}
-    confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    for t, p in zip(y_true, y_pred):
-        if t in index and p in index:
-            confusion[index[t], index[p]] += 1
+    confusion = _confusion(y_true, y_pred, np.asarray(labels, dtype=np.int64))
     true_positive = np.diag(confusion).astype(float)
     predicted = confusion.sum(axis=0).astype(float)
     actual = confusion.sum(axis=1).astype(float)
@@ -53,3 +49,21 @@ def classification_report(y_true, y_pred, labels=None) -> ClassificationReport:
     )
     accuracy = float((y_true == y_pred).mean()) if len(y_true) else None
     return ClassificationReport(len(y_true), accuracy, classes, tuple(tuple(int(v) for v in row) for row in confusion), labels)
+
+
+def _confusion(y_true: np.ndarray, y_pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Counts of (true, predicted) over `labels` (pairs with a value outside them are left out), by bincount."""
+    k = len(labels)
+    if not k:
+        return np.zeros((0, 0), dtype=np.int64)
+    order = np.argsort(labels, kind="stable")
+    ordered = labels[order]
+
+    def index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        at = np.clip(np.searchsorted(ordered, values), 0, k - 1)
+        return order[at], ordered[at] == values
+
+    t, t_ok = index(y_true)
+    p, p_ok = index(y_pred)
+    both = t_ok & p_ok
+    return np.bincount(t[both] * k + p[both], minlength=k * k).reshape(k, k).astype(np.int64)

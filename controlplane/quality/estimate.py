@@ -33,8 +33,9 @@ class Calibrator:
         for k, (x, y) in enumerate(self.knots):
             q[:, k] = np.interp(outputs[:, k], x, y)
         total = q.sum(axis=1, keepdims=True)
-        fallback = np.full_like(q, 1.0 / self.classes)  # every map said 0: no information, not a certainty
-        return np.divide(q, total, out=fallback, where=total > 0)
+        np.divide(q, total, out=q, where=total > 0)
+        q[total[:, 0] <= 0] = 1.0 / self.classes  # every map said 0: no information, not a certainty
+        return q
 
 
 def calibration_gap(reference, output_width: int | None = None) -> str | None:
@@ -64,14 +65,9 @@ def fit_calibrator(outputs: np.ndarray, labels: np.ndarray) -> Calibrator:
 
 
 def expected_confusion(q: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Rows: true class (expected), columns: predicted class."""
+    """Rows: true class (expected), columns: predicted class (`predicted` within 0..classes-1)."""
     classes = q.shape[1]
-    confusion = np.zeros((classes, classes))
-    for p in range(classes):
-        mask = predicted == p
-        if mask.any():
-            confusion[:, p] = q[mask].sum(axis=0)
-    return confusion
+    return np.stack([np.bincount(predicted, weights=q[:, k], minlength=classes)[:classes] for k in range(classes)])
 
 
 def estimate(q: np.ndarray, predicted: np.ndarray) -> dict:
@@ -84,7 +80,7 @@ def estimate(q: np.ndarray, predicted: np.ndarray) -> dict:
     p_right = np.where(valid, q[rows, np.clip(predicted, 0, q.shape[1] - 1)], 0.0)
     accuracy = float(p_right.mean())
     half = Z_95 * float(np.sqrt(np.sum(p_right * (1 - p_right)))) / n
-    confusion = expected_confusion(q[valid], predicted[valid])
+    confusion = expected_confusion(q, predicted) if valid.all() else expected_confusion(q[valid], predicted[valid])
     tp, col, row = np.diag(confusion), confusion.sum(axis=0), confusion.sum(axis=1)
     precision = np.divide(tp, col, out=np.zeros_like(tp), where=col > 0)
     recall = np.divide(tp, row, out=np.zeros_like(tp), where=row > 0)

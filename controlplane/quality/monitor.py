@@ -1,8 +1,10 @@
 """`mlctl monitor report`: per version and window, quality from predictions joined with feedback, data and
 prediction drift against the version's reference sample, concept drift over sub-windows, feedback coverage.
 
-The join runs in DuckDB over Arrow tables read from the prediction log (local or S3). `load_report` is the
-I/O edge (repository, log); `build_report` works on the tables it is given.
+The join runs in DuckDB over Arrow tables read from the prediction log (local or S3), the wide columns go to
+numpy without Python lists (`window.py`), and the comparisons with the reference use an even sample of the
+window (`defaults.MONITOR_SAMPLE_ROWS`). `load_report` is the I/O edge (repository, log); `build_report` works
+on the tables it is given.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from controlplane.quality.drift import (
     prediction_drift,
 )
 from controlplane.quality.sections import sections
+from controlplane.quality.window import arrow, even_rows, version_columns
 
 
 @dataclass(frozen=True)
@@ -48,28 +51,6 @@ class MonitorOptions:
     segment_feature: str | None = None  # "f<i>": also slice the window by this input
 
 
-JOIN = """
-WITH labels AS (
-    SELECT prediction_id, arg_max(label, time) AS label, max(time) AS label_time FROM feedback GROUP BY prediction_id
-)
-SELECT p.version, p.time, p.features, p.outputs, p.predicted, l.label, l.label_time
-FROM predictions p LEFT JOIN labels l USING (prediction_id)
-WHERE p.model = $model AND p.time >= $since AND p.status = 'ok'
-ORDER BY p.time
-"""
-
-
-def joined(predictions, feedback, model: str, since: datetime):
-    """Predictions of `model` since `since`, each with its latest label (or none), as Arrow."""
-    import duckdb
-
-    con = duckdb.connect()
-    con.register("predictions", predictions)
-    con.register("feedback", feedback)
-    relation = con.sql(JOIN, params={"model": model, "since": since})
-    return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()  # DuckDB 2 / 1
-
-
 JOIN_ALL = """
 WITH labels AS (
     SELECT prediction_id, arg_max(label, time) AS label FROM feedback GROUP BY prediction_id
@@ -87,39 +68,11 @@ def joined_all(predictions, feedback, model: str, since: datetime):
     con = duckdb.connect()
     con.register("predictions", predictions)
     con.register("feedback", feedback)
-    relation = con.sql(JOIN_ALL, params={"model": model, "since": since})
-    return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+    return arrow(con.sql(JOIN_ALL, params={"model": model, "since": since}))
 
 
-DRIFT_SAMPLE = 200_000  # drift statistics use at most this many predictions per version (an even sample)
-
-
-def _columns(table) -> dict:
-    """The joined rows of one version as numpy arrays (vectorised: a million rows stay fast)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    n = table.num_rows
-    features = table["features"].combine_chunks() if n else pa.array([], pa.list_(pa.float64()))
-    flat = features.flatten().to_numpy(zero_copy_only=False) if n else np.zeros(0)
-    width = len(flat) // n if n else 0
-    labels = table["label"]
-    outputs = table["outputs"].combine_chunks() if n else None
-    flat_out = outputs.flatten().to_numpy(zero_copy_only=False) if n else np.zeros(0)
-    out_width = len(flat_out) // n if n else 0
-    return {
-        "outputs": flat_out.reshape(n, out_width).astype(float) if n and out_width and out_width * n == len(flat_out) else None,
-        "time": table["time"].to_numpy().astype("datetime64[ms]").astype(np.int64) / 1000.0 if n else np.zeros(0),
-        "features": flat.reshape(n, width) if n and width * n == len(flat) else None,
-        "predicted": pc.fill_null(table["predicted"], -1).to_numpy(zero_copy_only=False),
-        "label": pc.fill_null(labels, -1).to_numpy(zero_copy_only=False),
-        "labelled": pc.is_valid(labels).to_numpy(zero_copy_only=False),
-        "label_time": pc.fill_null(table["label_time"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()), 0).to_numpy(zero_copy_only=False) / 1000.0,
-    }
-
-
-def version_report(table, reference: Reference | None, options: MonitorOptions, since: datetime, now: datetime) -> dict:
-    c = _columns(table)
+def version_report(c: dict, reference: Reference | None, options: MonitorOptions, since: datetime, now: datetime) -> dict:
+    """One version's section of the report from its window's columns (`window.version_columns`)."""
     n = len(c["time"])
     labelled = c["labelled"]
     y_true, y_pred = c["label"][labelled], c["predicted"][labelled]
@@ -182,8 +135,7 @@ def _data_drift(features: np.ndarray | None, reference: Reference, options: Moni
                                     f"{reference.features.shape[1]}"}
     names = [f"f{i}" for i in range(features.shape[1])]
     non_finite = dict(zip(names, (~np.isfinite(features)).sum(axis=0).tolist()))  # counted over all rows, not the sample
-    step = max(1, len(features) // DRIFT_SAMPLE)
-    features = features[::step]
+    features = features[even_rows(len(features), defaults.MONITOR_SAMPLE_ROWS)]
     drift = feature_drift(names, reference.features, features, options.psi_threshold, options.ks_alpha)
     return {**base, "features": [{**d.to_dict(), "non_finite": non_finite[d.feature]} for d in drift],
             "drifted": [d.feature for d in drift if d.drifted], "sampled": len(features),
@@ -192,21 +144,21 @@ def _data_drift(features: np.ndarray | None, reference: Reference, options: Moni
 
 
 def build_report(predictions, feedback, references: dict[str, Reference | None], options: MonitorOptions) -> dict:
-    import pyarrow.compute as pc
-
     now = options.now or datetime.now(UTC)
     since = now - timedelta(seconds=options.window_s)
-    table = joined(predictions, feedback, options.model, since)
-    versions = sorted(set(table["version"].to_pylist()), key=lambda v: int(v) if v.isdigit() else 0)
+    columns = version_columns(predictions, feedback, options.model, since)
+    versions = sorted(columns, key=lambda v: int(v) if v.isdigit() else 0)
     if options.version:
         versions = [v for v in versions if v == options.version]
     if options.segment_feature is not None:
         check_segment_feature(options.segment_feature, references)
     report = {"model": options.model, "version": options.version, "window_s": options.window_s, "since": since.isoformat(),
               "until": now.isoformat(), "versions": {}}
-    for version in versions:
-        rows = table.filter(pc.equal(table["version"], version))
-        report["versions"][version] = version_report(rows, references.get(version), options, since, now)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # small matrices (64 columns): BLAS threads only wait on each other, 10x slower when busy
+        for version in versions:
+            report["versions"][version] = version_report(columns[version], references.get(version), options, since, now)
     return report
 
 
@@ -223,6 +175,8 @@ def load_report(repository, log, options: MonitorOptions) -> dict:
     versions in `repository`. NotFoundError for a log that does not exist, a model the repository lacks and
     a version that neither the repository nor the log knows. No predictions in the window is no error here:
     the caller decides (`no_predictions`)."""
+    import pyarrow.compute as pc
+
     from controlplane.feedback.predlog import read_tables
 
     if not log.exists():
@@ -231,7 +185,7 @@ def load_report(repository, log, options: MonitorOptions) -> dict:
     known = repository.versions(options.model)
     references = {str(v): repository.reference(options.model, v) for v in known}
     predictions, feedback = read_tables(log, options.model)
-    logged = set(predictions["version"].to_pylist())
+    logged = set(pc.unique(predictions["version"]).to_pylist())
     if options.version is not None and options.version not in references and options.version not in logged:
         listed = ", ".join(str(v) for v in known) or "none"
         raise NotFoundError(f"version {options.version} of model {options.model!r} is neither in the repository "

@@ -9,6 +9,7 @@ from itertools import pairwise
 
 import numpy as np
 
+from controlplane import defaults
 from controlplane.quality.data_quality import feature_quality
 from controlplane.quality.estimate import (
     calibration_gap,
@@ -22,8 +23,7 @@ from controlplane.quality.multivariate import (
     embedding_drift,
 )
 from controlplane.quality.segments import worst_slices
-
-SAMPLE = 200_000  # as the per-feature drift: an even sample of the window
+from controlplane.quality.window import even_rows
 
 
 def _iso(t: float) -> str:
@@ -78,13 +78,15 @@ def sections(c: dict, reference, edges: list[float], segment_feature: str | None
     if comparable and len(features):
         names = [f"f{i}" for i in range(features.shape[1])]
         out["data_quality"] = {**feature_quality(names, reference.features, features), "not_made": None}
-        out["multivariate_drift"] = multivariate(features[:: max(1, len(features) // SAMPLE)], reference)
+        sample = features[even_rows(len(features), defaults.MONITOR_SAMPLE_ROWS)]
+        out["multivariate_drift"] = {**multivariate(sample, reference), "sampled": len(sample)}
     else:
         out["data_quality"] = {"features": [], "flagged": [], "not_made": no_reference}
         out["multivariate_drift"] = {"drifted": False, "not_made": no_reference}
     ref_outputs = getattr(reference, "outputs", None)
     if ref_outputs is not None and outputs is not None and outputs.shape[1] == ref_outputs.shape[1] and len(outputs):
-        out["embedding_drift"] = {"source": "outputs", **embedding_drift(ref_outputs, outputs[:: max(1, len(outputs) // SAMPLE)])}
+        sample = outputs[even_rows(len(outputs), defaults.MONITOR_SAMPLE_ROWS)]
+        out["embedding_drift"] = {"source": "outputs", **embedding_drift(ref_outputs, sample), "sampled": len(sample)}
     else:
         out["embedding_drift"] = {"source": "outputs", "drifted": False,
                                   "not_made": "the reference or the log has no output vectors of the same width"}

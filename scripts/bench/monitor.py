@@ -3,7 +3,8 @@
 Writes synthetic Parquet segments the way the gateway does (64 features, half of them labelled), publishes
 a version with a reference sample, then times the full report end to end: reading the log, the DuckDB
 join, classification metrics, the estimate (CBPE), data quality, per-feature, multivariate and output drift,
-slices, and rendering the HTML page.
+slices, and rendering the HTML page. Each row carries the host's load average: on a shared machine it
+explains the spread.
 
 Usage: .venv/bin/python scripts/bench/monitor.py [--sizes 10000,100000,1000000] [--out bench-out] [--runs 3]
        [--screenshot docs/monitor-report.png]
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -93,7 +95,8 @@ def main() -> int:
             body = report["versions"]["1"]
             row = {"predictions": n, "run": run + 1, "read_s": round(t1 - t0, 2), "report_s": round(t2 - t1, 2), "html_s": round(t3 - t2, 2),
                    "total_s": round(t3 - t0, 2), "labelled": body["labelled"], "accuracy": round(body["quality"]["accuracy"], 4),
-                   "estimated_accuracy": round(body["estimated"]["accuracy"], 4)}
+                   "estimated_accuracy": round(body["estimated"]["accuracy"], 4),
+                   "load_1m": round(os.getloadavg()[0], 2), "cores": os.cpu_count()}  # a busy host reads slower
             results.append(row)
             print(json.dumps(row), flush=True)
         if args.screenshot:
