@@ -1,0 +1,137 @@
+"""Memory over many switches, and a neighbour's latency while they happen.
+
+Two local replicas of one channel serve `digits` (switched: promote, rollback, N cycles) and `neighbour` (never
+switched, under steady load on the same replicas). Samples the RSS of each tritonserver and its backend stubs
+(its process group) at the baseline, after every cycle and at the end (after a last settle), and the neighbour's
+p99 in a window before the switches and during them. GPU memory comes from Triton's metrics where they exist.
+
+Usage: .venv/bin/python scripts/hotswap_soak.py [--cycles 100] [--clients 4] [--max-seconds 900] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from controlplane.demo import digits as demo
+from controlplane.release.lifecycle import Lifecycle
+from controlplane.store import open_store
+from controlplane.store.repository import Repository
+from controlplane.triton.load import Endpoint, Load
+from controlplane.triton.server.local import LocalServers
+from controlplane.triton.targets import Targets
+
+from local_servers import triton_options
+
+BEFORE_WINDOW_S = 8.0  # the neighbour's p99 before any switch: a measurement window, not a readiness wait
+
+
+def group_rss_bytes(leader: int) -> int:
+    """RSS of every process in `leader`'s process group (the server leads its own session: it and its stubs)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[2]) != leader:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def gpu_memory_bytes(metrics_url: str) -> float | None:
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        lines = [l for l in response.read().decode().splitlines() if l.startswith("nv_gpu_memory_used_bytes")]
+    return sum(float(l.rsplit(" ", 1)[1]) for l in lines) if lines else None
+
+
+def p99_ms(records, start: float, end: float) -> float | None:
+    latencies = [r.latency_s for r in records if start <= r.start < end and not r.error]
+    return round(float(np.percentile(latencies, 99)) * 1000, 2) if latencies else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cycles", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=4, help="neighbour clients (steady load)")
+    parser.add_argument("--max-seconds", type=float, default=900)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="mlctl-soak-"))
+    (work / "repo").mkdir()
+    repo = Repository(open_store(str(work / "repo")))
+    v1, v2 = demo.publish_demo_versions(repo, "digits", (0, 1), work / "exports")
+    demo.publish_demo_versions(repo, "neighbour", (2,), work / "exports-n")
+    servers = LocalServers(work / "home")
+    states = []
+    try:
+        for i in range(2):
+            states.append(servers.start(triton_options(repo.uri, f"r{i}", channel="production")))
+        targets = Targets({"production": tuple(s.grpc_url for s in states)})
+        lifecycle = Lifecycle(repo, targets)
+        lifecycle.promote("digits", v1, "production", "baseline", create_channel=True)
+        lifecycle.promote("neighbour", 1, "production", "baseline", create_channel=True)
+        rows = np.random.default_rng(0).random((1, 64), dtype=np.float32)
+        endpoints = [Endpoint(s.grpc_url, s.http_url) for s in states]
+        load = Load("neighbour", lambda: {demo.INPUT_NAME: rows}, endpoints, clients=args.clients,
+                    protocols=("grpc",), max_seconds=args.max_seconds).start()
+        rss = lambda: sum(group_rss_bytes(s.pid) for s in states)  # noqa: E731
+        gpu = lambda: gpu_memory_bytes(states[0].metrics_url)  # noqa: E731
+        before_start = time.monotonic()
+        time.sleep(BEFORE_WINDOW_S)
+        baseline, gpu_baseline = rss(), gpu()
+        samples, switch_s = [baseline], []
+        switches_start = time.monotonic()
+        deadline = switches_start + args.max_seconds
+        cycles = 0
+        while cycles < args.cycles and time.monotonic() < deadline:
+            for version in (v2, v1):
+                t0 = time.monotonic()
+                lifecycle.promote("digits", version, "production", "soak")
+                switch_s.append(time.monotonic() - t0)
+            cycles += 1
+            samples.append(rss())
+        switches_end = time.monotonic()
+        records = load.stop()
+        end = rss()
+        result = {
+            "cycles": cycles, "switches": len(switch_s), "replicas": 2, "neighbour_clients": args.clients,
+            "switch_s_median": round(float(np.median(switch_s)), 3) if switch_s else None,
+            "switch_s_max": round(max(switch_s), 3) if switch_s else None,
+            "rss_baseline_mb": round(baseline / 2**20, 1), "rss_peak_mb": round(max(samples + [end]) / 2**20, 1),
+            "rss_end_mb": round(end / 2**20, 1), "rss_end_vs_baseline": round(end / baseline - 1, 4),
+            "rss_after_each_cycle_mb": [round(s / 2**20, 1) for s in samples],
+            "gpu_memory_baseline": gpu_baseline, "gpu_memory_end": gpu(),
+            "neighbour_requests": len(records), "neighbour_failures": sum(1 for r in records if r.error),
+            "neighbour_p99_before_ms": p99_ms(records, before_start, switches_start),
+            "neighbour_p99_during_ms": p99_ms(records, switches_start, switches_end),
+        }
+        before, during = result["neighbour_p99_before_ms"], result["neighbour_p99_during_ms"]
+        result["neighbour_p99_ratio"] = round(during / before, 3) if before and during else None
+    finally:
+        for state in states:
+            servers.stop(state.name, grace_s=15)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:28s} {value}")
+    return 0 if result["neighbour_failures"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
