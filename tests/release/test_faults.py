@@ -4,6 +4,7 @@ and Prometheus down. Bounded: short control time-outs, two replicas, one switch 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -166,3 +167,110 @@ def test_partitioned_replica_mid_promote_reverts_the_others_and_reconcile_conver
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         servers.stop("r0", grace_s=10)
+
+
+# --- the S3 endpoint killed mid-publish, then restarted with what it had stored ---------------------------
+# moto keeps its objects in memory; its recorder logs every request it received in full, and replaying the log
+# on the restarted endpoint gives back exactly what it held when it was killed (a request cut short is not in it).
+MOTO = ("import sys; from werkzeug.serving import run_simple; "
+        "from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app; "
+        "run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=True)")
+
+
+def start_moto(port: int, recording: Path) -> subprocess.Popen:
+    import sys
+
+    from controlplane.readiness import wait_for_port
+
+    env = {**os.environ, "MOTO_ENABLE_RECORDING": "true", "MOTO_RECORDER_FILEPATH": str(recording)}
+    proc = subprocess.Popen([sys.executable, "-c", MOTO, str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port("127.0.0.1", port, 30, "moto", give_up=lambda: None if proc.poll() is None else "moto exited")
+    return proc
+
+
+def test_s3_killed_mid_publish_leaves_no_half_version_and_a_retry_publishes(tmp_path, exports, monkeypatch):
+    import threading
+
+    import boto3
+
+    from controlplane.errors import MlctlError, NotFoundError
+
+    port, recording = free_port(), tmp_path / "moto.log"
+    endpoint = f"http://127.0.0.1:{port}"
+    for key, value in {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(key, value)
+    proc = start_moto(port, recording)
+    try:
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="models")
+        repo = Repository(open_store("s3://models/faults"))
+        repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {})
+        # a large reference sample keeps version 2's upload going long enough to be cut (it goes after the model)
+        big = tmp_path / "reference.npz"
+        np.savez(big, features=np.zeros((400_000, 8), np.float32), predicted=np.zeros(400_000, np.int64))  # 16 MB, multipart
+        outcome: list[BaseException | None] = []
+
+        def publish() -> None:
+            try:
+                repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {}, big)
+                outcome.append(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                outcome.append(exc)
+
+        worker = threading.Thread(target=publish)
+        worker.start()
+        wait_until(lambda: "Contents" in s3.list_objects_v2(Bucket="models", Prefix="faults/mlp/2/model.onnx"), 30,
+                   "version 2's model file uploaded", poll_s=0.01)
+        proc.kill()  # mid-publish: the model is there, the reference is going up, the manifest not yet
+        proc.wait(timeout=10)
+        worker.join(timeout=120)
+        assert outcome and isinstance(outcome[0], MlctlError), f"the publish should fail when S3 dies: {outcome}"
+        proc = start_moto(port, recording)
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/recorder/replay-recording", method="POST"), timeout=120)
+        assert repo.versions("mlp") == [1]  # the half version is not visible
+        with pytest.raises(NotFoundError):
+            repo.manifest("mlp", 2)
+        retried = repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {})
+        assert retried.version == 3 and repo.versions("mlp") == [1, 3]  # number 2 stays claimed by the cut publish
+        assert repo.verify("mlp", 3) == []
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+# --- Prometheus down ---------------------------------------------------------------------------------------
+def test_prometheus_down_metrics_says_so_and_suggests_direct_and_health_fails(tmp_path, triton):
+    import shutil
+    import sys
+
+    import yaml
+    from support import run_mlctl
+
+    from controlplane.observe.metrics import artifacts
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus is not installed: run scripts/test.sh, which installs Debian's package")
+    port = free_port()
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(artifacts.prometheus_config([f"127.0.0.1:{triton.metrics_port}"], [], [], "1s")))
+    proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        from controlplane.observe.health import check_prometheus
+
+        wait_until(lambda: check_prometheus(url).ok, 60, "prometheus ready",
+                   give_up=lambda: None if proc.poll() is None else "prometheus exited")
+    finally:
+        proc.kill()  # down: it was up a moment ago, now nothing answers on its port
+        proc.wait(timeout=10)
+    metrics = run_mlctl("metrics", "metered", "--version", "1", "--prometheus-url", url)
+    assert metrics.returncode == 5 and metrics.stdout == ""
+    assert f"Prometheus at {url} is not reachable" in metrics.stderr and "--source direct" in metrics.stderr
+    health = run_mlctl("-r", triton.repository, "health", "--url", triton.grpc_url, "--prometheus-url", url, "--json")
+    assert health.returncode == 1
+    checks = {c["name"]: c for c in json.loads(health.stdout)["checks"]}
+    assert checks[f"prometheus {url}"]["ok"] is False and "not reachable" in checks[f"prometheus {url}"]["detail"]
