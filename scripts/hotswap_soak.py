@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from local_servers import triton_options
 
 from controlplane.demo import digits as demo
 from controlplane.release.lifecycle import Lifecycle
@@ -27,8 +28,6 @@ from controlplane.store.repository import Repository
 from controlplane.triton.load import Endpoint, Load
 from controlplane.triton.server.local import LocalServers
 from controlplane.triton.targets import Targets
-
-from local_servers import triton_options
 
 BEFORE_WINDOW_S = 8.0  # the neighbour's p99 before any switch: a measurement window, not a readiness wait
 
@@ -89,8 +88,8 @@ def main() -> int:
         endpoints = [Endpoint(s.grpc_url, s.http_url) for s in states]
         load = Load("neighbour", lambda: {demo.INPUT_NAME: rows}, endpoints, clients=args.clients,
                     protocols=("grpc",), max_seconds=args.max_seconds).start()
-        rss = lambda: sum(group_rss_bytes(s.pid) for s in states)  # noqa: E731
-        gpu = lambda: gpu_memory_bytes(states[0].metrics_url)  # noqa: E731
+        rss = lambda: sum(group_rss_bytes(s.pid) for s in states)
+        gpu = lambda: gpu_memory_bytes(states[0].metrics_url)
         before_start = time.monotonic()
         time.sleep(BEFORE_WINDOW_S)
         baseline, gpu_baseline = rss(), gpu()

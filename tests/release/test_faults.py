@@ -24,7 +24,12 @@ from controlplane.store.repository import Repository
 from controlplane.triton.client import TritonClient
 from controlplane.triton.replicas import Replica
 from controlplane.triton.server.install import assemble_backends, locate_triton
-from controlplane.triton.server.local import LocalServers, ServerOptions, is_ready, local_args
+from controlplane.triton.server.local import (
+    LocalServers,
+    ServerOptions,
+    is_ready,
+    local_args,
+)
 from controlplane.triton.targets import Targets
 
 pytestmark = pytest.mark.e2e
@@ -99,7 +104,7 @@ def test_hung_replica_mid_promote_times_out_reverts_and_reconcile_converges(tmp_
 
 # --- a network partition: a replica in a namespace of its own, reached over a veth pair ------------------
 def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10, check=False)
 
 
 @pytest.fixture
@@ -119,8 +124,8 @@ def namespace():
         ip("netns", "exec", name, "ip", "link", "set", "lo", "up")
         yield {"name": name, "link": outside, "address": f"10.231.{net}.2"}
     finally:
-        subprocess.run(["ip", "link", "del", outside], capture_output=True, timeout=10)
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+        subprocess.run(["ip", "link", "del", outside], capture_output=True, timeout=10, check=False)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10, check=False)
 
 
 def start_in_namespace(ns: dict, repo: Repository, work: Path) -> tuple[subprocess.Popen, str, str]:
@@ -244,7 +249,6 @@ def test_s3_killed_mid_publish_leaves_no_half_version_and_a_retry_publishes(tmp_
 # --- Prometheus down ---------------------------------------------------------------------------------------
 def test_prometheus_down_metrics_says_so_and_suggests_direct_and_health_fails(tmp_path, triton):
     import shutil
-    import sys
 
     import yaml
     from support import run_mlctl
