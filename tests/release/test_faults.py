@@ -104,7 +104,7 @@ def test_hung_replica_mid_promote_times_out_reverts_and_reconcile_converges(tmp_
 
 # --- a network partition: a replica in a namespace of its own, reached over a veth pair ------------------
 def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10, check=False)
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
 
 @pytest.fixture
