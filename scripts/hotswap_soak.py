@@ -22,6 +22,7 @@ import numpy as np
 from local_servers import triton_options
 
 from controlplane.demo import digits as demo
+from controlplane.readiness import wait_until
 from controlplane.release.lifecycle import Lifecycle
 from controlplane.store import open_store
 from controlplane.store.repository import Repository
@@ -32,7 +33,7 @@ from controlplane.triton.targets import Targets
 BEFORE_WINDOW_S = 8.0  # the neighbour's p99 before any switch: a measurement window, not a readiness wait
 
 
-def group_rss_bytes(leader: int) -> int:
+def group_rss_bytes(leader: int, stubs_only: bool = False) -> int:
     """RSS of every process in `leader`'s process group (the server leads its own session: it and its stubs)."""
     total = 0
     for entry in Path("/proc").iterdir():
@@ -43,12 +44,24 @@ def group_rss_bytes(leader: int) -> int:
             status = (entry / "status").read_text()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[2]) != leader:
+        if int(stat.rsplit(")", 1)[1].split()[2]) != leader or (stubs_only and int(entry.name) == leader):
             continue
         for line in status.splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1]) * 1024
     return total
+
+
+def stub_count(leader: int) -> int:
+    count = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"triton_python_backend_stub" in (entry / "cmdline").read_bytes() \
+                    and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == leader:
+                count += 1
+        except OSError:
+            continue
+    return count
 
 
 def gpu_memory_bytes(metrics_url: str) -> float | None:
@@ -93,6 +106,8 @@ def main() -> int:
         before_start = time.monotonic()
         time.sleep(BEFORE_WINDOW_S)
         baseline, gpu_baseline = rss(), gpu()
+        stubs_at_baseline = [stub_count(s.pid) for s in states]
+        stubs_baseline = sum(group_rss_bytes(s.pid, stubs_only=True) for s in states)
         samples, switch_s = [baseline], []
         switches_start = time.monotonic()
         deadline = switches_start + args.max_seconds
@@ -106,13 +121,22 @@ def main() -> int:
             samples.append(rss())
         switches_end = time.monotonic()
         records = load.stop()
+        # Triton unloads the old version after the load returns, once its requests drain: the end is measured when
+        # each replica is back to one stub per loaded model (as at the baseline), or after 60 s
+        settled = True
+        try:
+            wait_until(lambda: [stub_count(s.pid) for s in states] == stubs_at_baseline, 60, "old versions' stubs gone")
+        except TimeoutError:
+            settled = False
         end = rss()
+        stubs_end = sum(group_rss_bytes(s.pid, stubs_only=True) for s in states)
         result = {
             "cycles": cycles, "switches": len(switch_s), "replicas": 2, "neighbour_clients": args.clients,
             "switch_s_median": round(float(np.median(switch_s)), 3) if switch_s else None,
             "switch_s_max": round(max(switch_s), 3) if switch_s else None,
             "rss_baseline_mb": round(baseline / 2**20, 1), "rss_peak_mb": round(max(samples + [end]) / 2**20, 1),
             "rss_end_mb": round(end / 2**20, 1), "rss_end_vs_baseline": round(end / baseline - 1, 4),
+            "stubs_settled_at_end": settled, "stubs_rss_baseline_mb": round(stubs_baseline / 2**20, 1), "stubs_rss_end_mb": round(stubs_end / 2**20, 1),
             "rss_after_each_cycle_mb": [round(s / 2**20, 1) for s in samples],
             "gpu_memory_baseline": gpu_baseline, "gpu_memory_end": gpu(),
             "neighbour_requests": len(records), "neighbour_failures": sum(1 for r in records if r.error),
