@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from local_servers import triton_options
 
 from controlplane.demo import digits as demo
 from controlplane.model.config import ServingOptions
@@ -24,8 +25,6 @@ from controlplane.store.repository import Repository
 from controlplane.triton.client import TritonClient
 from controlplane.triton.server.local import LocalServers
 from controlplane.triton.targets import Targets
-
-from local_servers import triton_options
 
 
 def main() -> int:
@@ -51,11 +50,11 @@ def main() -> int:
                 lifecycle.promote(model, 1, "production", create_channel=True)
             for round_ in range(args.rounds):
                 version = 2 if round_ % 2 == 0 else 1
-                for model in first:
+                for model, times in first.items():
                     lifecycle.promote(model, version, "production")
                     t = time.perf_counter()
                     client.infer(model, rows)
-                    first[model].append((time.perf_counter() - t) * 1000)
+                    times.append((time.perf_counter() - t) * 1000)
     finally:
         servers.stop("w", grace_s=10)
     result = {"start_to_ready_s": round(start_to_ready_s, 2), "rounds": args.rounds,
