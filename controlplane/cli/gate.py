@@ -14,7 +14,8 @@ Thresholds = Annotated[Optional[str], typer.Option("--thresholds", envvar="MLCTL
 Holdout = Annotated[Optional[Path], typer.Option("--holdout", help="Held-out set (.npz: features, labels) [default: the version's reference].")]
 
 
-def run_gate(ctx: typer.Context, model: str, version: int, channel: str, url: Optional[str], thresholds: Optional[str], holdout: Optional[Path]):
+def run_gate(ctx: typer.Context, model: str, version: int, channel: str, url: Optional[str], thresholds: Optional[str], holdout: Optional[Path],
+             estimate_missing_labels: bool = False):
     from controlplane.errors import UsageError
     from controlplane.release.gate import GateThresholds, evaluate
     from controlplane.store import open_store
@@ -29,14 +30,14 @@ def run_gate(ctx: typer.Context, model: str, version: int, channel: str, url: Op
             raise UsageError(f"no Triton to gate against: channel {channel!r} has no replicas", hint="pass --url host:port")
         url = replicas[0]
     repo = Repository(open_store(settings.repository)).require()
-    return evaluate(repo, model, version, channel, url, checked, holdout, progress=note)
+    return evaluate(repo, model, version, channel, url, checked, holdout, progress=note, estimate_missing_labels=estimate_missing_labels)
 
 
 def show(verdict, json: bool) -> None:
     if json:
         emit_json(verdict.to_dict())
         return
-    rows = [[g.gate, "pass" if g.passed else "FAIL", "-" if g.value is None else f"{g.value:.4g}",
+    rows = [[g.gate, "pass" if g.passed else "FAIL", "-" if g.value is None else f"{'~' if g.basis == 'estimated' else ''}{g.value:.4g}",
              "-" if g.threshold is None else f"{g.threshold:.4g}", g.detail] for g in verdict.gates]
     emit(table(["gate", "result", "value", "threshold", "detail"], rows))
 
@@ -49,12 +50,15 @@ def gate(
     url: GateUrl = None,
     thresholds: Thresholds = None,
     holdout: Holdout = None,
+    estimate_missing_labels: Annotated[bool, typer.Option(
+        "--estimate-missing-labels", help="With no labelled held-out set, judge the accuracy estimated from the served scores on "
+                                          "the reference features (calibrated on production's reference) against the floor.")] = False,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Integrity, held-out accuracy from served answers, p99 under load, error rate; exit 6 when a gate fails."""
     from controlplane.errors import CheckFailedError
 
-    verdict = run_gate(ctx, model, version, channel, url, thresholds, holdout)
+    verdict = run_gate(ctx, model, version, channel, url, thresholds, holdout, estimate_missing_labels)
     show(verdict, json)
     if not verdict.passed:
         failed = ", ".join(g.gate for g in verdict.gates if not g.passed)

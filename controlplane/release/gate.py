@@ -2,7 +2,8 @@
 
 - integrity: every file matches the manifest, and the export passed its parity check;
 - accuracy: on a held-out set, from the served answers, at least production's accuracy minus a tolerance
-  (and at least an absolute minimum, when set);
+  (and at least an absolute minimum, when set); with no labelled held-out set and the opt-in, the accuracy
+  estimated from the served scores on the reference features, against the same floor (`estimated_accuracy`);
 - latency: p99 under a short, bounded closed-loop load within a budget;
 - errors: no failed request during that load.
 """
@@ -79,6 +80,8 @@ class GateResult:
     value: float | None
     threshold: float | None
     detail: str
+    basis: str | None = None  # accuracy gates: "realised" (labels) or "estimated" (no labels: CBPE)
+    band: tuple[float, float] | None = None  # an estimate's 95 % band
 
 
 @dataclass
@@ -107,12 +110,14 @@ def load_holdout(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate(repo, model: str, version: int, channel: str, target: str, thresholds: GateThresholds,
-             holdout: Path | None = None, production_channel: str = "production", progress=None) -> Verdict:
+             holdout: Path | None = None, production_channel: str = "production", progress=None,
+             estimate_missing_labels: bool = False) -> Verdict:
     """Run every gate (none stops the others) against the Triton at `target` (gRPC host:port). `progress`
-    hears about each long step (the held-out pass, the load)."""
+    hears about each long step (the held-out pass, the load). `estimate_missing_labels`: with no labelled
+    held-out set, judge the accuracy estimated from the served scores on the reference features instead of
+    refusing (`gate_estimate.py`)."""
     say = progress or (lambda _msg: None)
     from controlplane.model import config as model_config
-    from controlplane.store.channel_store import ChannelStore
     from controlplane.triton.client import TritonClient
 
     manifest = repo.manifest(model, version)
@@ -123,43 +128,27 @@ def evaluate(repo, model: str, version: int, channel: str, target: str, threshol
                                     "; ".join(problems) or ("parity passed" if parity_ok else "parity failed at export")))
 
     signature = model_config.signature_of(repo.config(model), api=True)
-    if holdout is not None:
-        features, labels = load_holdout(holdout)
-    else:
-        reference = repo.reference(model, version)
-        if reference is None or reference.labels is None:
-            raise UsageError(f"no held-out set: pass --holdout, or publish {model!r} v{version} with a labelled --reference")
-        features, labels = reference.features, reference.labels
+    production, baseline, baseline_accuracy = _baseline(repo, model, version, production_channel)
+    features, labels, calibration = _held_out(repo, model, version, holdout, baseline, estimate_missing_labels)
     name = signature.inputs[0].name
-    dims = signature.inputs[0].dims
-    features = features.astype(signature.inputs[0].dtype)
-    if -1 not in dims:  # a reference stores rows flat; give them the input's per-sample shape
-        try:
-            features = features.reshape((len(features), *dims))
-        except ValueError as exc:
-            raise UsageError(f"held-out features of shape {list(features.shape)} do not fit input {signature.inputs[0].describe(True)}") from exc
+    features = _shaped(features, signature.inputs[0])
     batch = max(signature.max_batch_size, 1)
     with TritonClient(target) as client:
-        say(f"gate: {len(features)} held-out rows through {target}")
-        predicted = []
+        say(f"gate: {len(features)} {'reference' if labels is None else 'held-out'} rows through {target}")
+        scores = []
         for start in range(0, len(features), batch):
             answer = client.infer(model, {name: features[start:start + batch]}, version=str(version))
-            predicted.append(np.argmax(next(iter(answer.outputs.values())), axis=1))
-        accuracy = float((np.concatenate(predicted) == labels).mean())
-        state, _ = ChannelStore(repo.store).load(model)
-        production = state.channels.get(production_channel)
-        baseline = production
-        if production == version:  # the candidate is production's version: judge it against the one before
-            try:
-                baseline = state.rollback_target(production_channel)
-            except NotFoundError:
-                baseline = None
-        baseline_accuracy = None
-        if baseline is not None:
-            baseline_accuracy = repo.manifest(model, baseline).metadata.get("evaluation", {}).get("accuracy")
+            scores.append(np.asarray(next(iter(answer.outputs.values()))))
+        scores = np.concatenate(scores)
         floor, basis = accuracy_floor(version, production, baseline, baseline_accuracy, thresholds)
-        verdict.gates.append(GateResult("accuracy", floor is None or accuracy >= floor, accuracy, floor,
-                                        f"{len(labels)} held-out samples served by v{version}; floor: {basis}"))
+        if labels is None:
+            from controlplane.release.gate_estimate import estimated_gate
+
+            verdict.gates.append(estimated_gate(scores, calibration, version, floor, basis))
+        else:
+            accuracy = float((np.argmax(scores, axis=1) == labels).mean())
+            verdict.gates.append(GateResult("accuracy", floor is None or accuracy >= floor, accuracy, floor,
+                                            f"{len(labels)} held-out samples served by v{version}; floor: {basis}", basis="realised"))
         say(f"gate: load at concurrency {thresholds.concurrency} for {thresholds.load_seconds:g} s (p99, error rate)")
         latencies, failures = _bounded_load(client, model, str(version), {name: features[:1]}, thresholds)
     p99 = float(np.percentile(latencies, 99)) * 1000 if latencies else None
@@ -170,6 +159,52 @@ def evaluate(repo, model: str, version: int, channel: str, target: str, threshol
     verdict.gates.append(GateResult("error_rate", error_rate is not None and error_rate <= thresholds.max_error_rate, error_rate,
                                     thresholds.max_error_rate, f"{failures} failed of {total}"))
     return verdict
+
+
+def _baseline(repo, model: str, version: int, production_channel: str) -> tuple[int | None, int | None, float | None]:
+    """(production's version, the baseline: production's, or the one before it when the candidate is
+    production's, and the baseline's evaluation accuracy)."""
+    from controlplane.store.channel_store import ChannelStore
+
+    state, _ = ChannelStore(repo.store).load(model)
+    production = state.channels.get(production_channel)
+    baseline = production
+    if production == version:  # the candidate is production's version: judge it against the one before
+        try:
+            baseline = state.rollback_target(production_channel)
+        except NotFoundError:
+            baseline = None
+    accuracy = repo.manifest(model, baseline).metadata.get("evaluation", {}).get("accuracy") if baseline is not None else None
+    return production, baseline, accuracy
+
+
+def _held_out(repo, model: str, version: int, holdout: Path | None, baseline: int | None, estimate: bool):
+    """(features, labels, None) of the labelled held-out set; or, with no labels and `estimate`, (the
+    reference's features, None, the calibration from the baseline's reference)."""
+    if holdout is not None:
+        return (*load_holdout(holdout), None)
+    reference = repo.reference(model, version)
+    if reference is not None and reference.labels is not None:
+        return reference.features, reference.labels, None
+    if not estimate:
+        raise UsageError(f"no held-out set: pass --holdout, or publish {model!r} v{version} with a labelled --reference",
+                         hint="or pass --estimate-missing-labels to judge the accuracy estimated from the served scores")
+    from controlplane.release.gate_estimate import calibration
+
+    if reference is None:
+        raise UsageError(f"no held-out set and no reference sample to estimate on: {model!r} v{version} was published "
+                         f"without --reference", hint="pass --holdout, or publish it with a --reference (labels optional)")
+    return reference.features, None, calibration(repo, model, baseline)
+
+
+def _shaped(features: np.ndarray, spec) -> np.ndarray:
+    features = features.astype(spec.dtype)
+    if -1 not in spec.dims:  # a reference stores rows flat; give them the input's per-sample shape
+        try:
+            return features.reshape((len(features), *spec.dims))
+        except ValueError as exc:
+            raise UsageError(f"held-out features of shape {list(features.shape)} do not fit input {spec.describe(True)}") from exc
+    return features
 
 
 def accuracy_floor(candidate: int, production: int | None, baseline: int | None, baseline_accuracy: float | None,

@@ -89,3 +89,84 @@ def test_the_accuracy_floor_says_where_it_comes_from():
     assert accuracy_floor(3, 3, None, None, t) == (None, "v3 is production's version and none came before it")
     floor, basis = accuracy_floor(3, 2, 2, None, GateThresholds(min_accuracy=0.8))
     assert floor == 0.8 and "no production version yet" not in basis and "v2 has no evaluation.accuracy" in basis
+
+
+@pytest.fixture(scope="module")
+def estimating(tmp_path_factory, exports):
+    """A Triton of its own serving two versions of one model: v1 (production) published with a labelled
+    reference and its scores, v2 (the candidate) with a reference without labels."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from controlplane.model.bundle import ExportBundle
+    from controlplane.model.config import ServingOptions, VersionPolicy
+    from controlplane.release.lifecycle import Lifecycle
+    from controlplane.store import open_store
+    from controlplane.store.repository import Repository
+    from controlplane.triton.server.local import LocalServers, ServerOptions
+    from controlplane.triton.targets import Targets
+
+    root = tmp_path_factory.mktemp("gate-estimate")
+    (root / "repo").mkdir()
+    repo = Repository(open_store(str(root / "repo")))
+
+    class Probabilities(torch.nn.Module):  # CBPE calibrates scores that behave like probabilities
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return torch.softmax(10 * self.inner(x), dim=1)
+
+    net = Probabilities(torch.jit.load(str(exports["mlp"].path / "model.pt"))).eval()
+    bundle = root / "export"
+    bundle.mkdir()
+    for name in ("export.json", "model.onnx"):
+        shutil.copy(exports["mlp"].path / name, bundle / name)
+    torch.jit.trace(net, torch.zeros(1, 8)).save(str(bundle / "model.pt"))
+    rng = np.random.default_rng(0)
+
+    def scores(x):
+        with torch.inference_mode():
+            return net(torch.from_numpy(x)).numpy().astype(float)
+
+    x = rng.normal(size=(400, 8)).astype(np.float32)
+    probabilities = scores(x)
+    labels = np.array([rng.choice(4, p=p / p.sum()) for p in probabilities])  # the model is calibrated: CBPE's premise
+    answered = probabilities.argmax(1)
+    np.savez(root / "labelled.npz", features=x, predicted=answered, labels=labels, outputs=probabilities)
+    later = rng.normal(size=(300, 8)).astype(np.float32)
+    np.savez(root / "unlabelled.npz", features=later, predicted=scores(later).argmax(1))
+    serving = ServingOptions(version_policy=VersionPolicy("all"))
+    for reference in ("labelled.npz", "unlabelled.npz"):
+        repo.publish(ExportBundle.load(bundle), "est", "torchscript", serving, {}, root / reference)
+    Lifecycle(repo, Targets({})).promote("est", 1, "production", create_channel=True)  # no replicas: the channel's record only
+    servers = LocalServers(root / "home")
+    replica = servers.start(ServerOptions(repository=str(root / "repo"), name="est", http_port=free_port(), grpc_port=free_port(),
+                                          metrics_port=free_port()))
+    try:
+        yield {"repo": str(root / "repo"), "url": replica.grpc_url, "accuracy": float((labels == answered).mean())}
+    finally:
+        servers.stop("est", grace_s=5)
+
+
+def test_without_labels_the_gate_refuses_unless_asked_to_estimate(estimating, thresholds):
+    refused = run_mlctl("-r", estimating["repo"], "gate", "est", "2", "--url", estimating["url"], "--thresholds", thresholds())
+    assert refused.returncode == 2 and "no held-out set" in refused.stderr and "--estimate-missing-labels" in refused.stderr
+    result = run_mlctl("-r", estimating["repo"], "gate", "est", "2", "--url", estimating["url"], "--thresholds",
+                       thresholds(accuracy_tolerance=0.05), "--estimate-missing-labels", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    gates = {g["gate"]: g for g in json.loads(result.stdout)["gates"]}
+    assert set(gates) == {"integrity", "estimated_accuracy", "p99_latency", "error_rate"}  # never "accuracy"
+    estimated = gates["estimated_accuracy"]
+    assert estimated["basis"] == "estimated" and estimated["band"][0] <= estimated["value"] <= estimated["band"][1]
+    assert abs(estimated["value"] - estimating["accuracy"]) < 0.05  # the same model: about production's accuracy
+    assert estimated["threshold"] == pytest.approx(estimating["accuracy"] - 0.05)  # production's accuracy - tolerance
+    assert estimated["detail"].startswith("ESTIMATED, no labels:") and "calibrated on v1's reference" in estimated["detail"]
+    assert "300 reference rows through" in result.stderr
+    strict = run_mlctl("-r", estimating["repo"], "gate", "est", "2", "--url", estimating["url"], "--thresholds",
+                       thresholds(min_accuracy=0.99), "--estimate-missing-labels")
+    assert strict.returncode == 6 and "failed the gate(s): estimated_accuracy" in strict.stderr
+    assert "~0." in strict.stdout and "ESTIMATED, no labels" in strict.stdout  # the table marks the value as estimated
