@@ -32,6 +32,8 @@ def _show(state, json: bool) -> None:
         return
     status = "running, holding at its last step" if state.holding else state.status
     unlabelled = ", may promote without labels (--allow-unlabelled)" if state.allow_unlabelled else ""
+    if state.policy.estimate_missing_labels:
+        unlabelled += ", short of labels judges the estimated accuracy (--estimate-missing-labels)"
     emit(f"{state.model}: canary v{state.canary} against stable v{state.stable} on {state.channel}: {status}, "
          f"weight {state.weight}% (step {state.step_index + 1} of {len(state.steps)}: {list(state.steps)}){unlabelled}")
     for decision in state.decisions[-5:]:
@@ -63,6 +65,9 @@ def start(
     min_labels: Annotated[int, typer.Option(help="Labels per arm, over the whole canary, for the accuracy check.")] = MIN_LABELS,
     allow_unlabelled: Annotated[bool, typer.Option(
         "--allow-unlabelled", help="Let the last step promote automatically even when the accuracy check is NOT MADE (too few labels).")] = False,
+    estimate_missing_labels: Annotated[bool, typer.Option(
+        "--estimate-missing-labels", help="With too few labels, judge accuracy on each arm's estimate from its logged scores "
+                                          "(calibrated on its reference; reported as estimated, with its band).")] = False,
     max_seconds: Annotated[float, typer.Option(help="With --interval: give up waiting after this long (exit 6).")] = 3600.0,
     log: Log = None,
     json: Json = False,
@@ -75,7 +80,7 @@ def start(
     plan = parse_steps(steps, weight)
     seconds = parse_window(interval) if interval else 0.0
     manager = canaries(ctx, log)
-    policy = CanaryPolicy(min_requests=min_requests, min_labels=min_labels)
+    policy = CanaryPolicy(min_requests=min_requests, min_labels=min_labels, estimate_missing_labels=estimate_missing_labels)
     state = manager.start(model, version, channel, plan, seconds, policy, shadow, sticky, allow_unlabelled)
     if interval:
         state = manager.run(model, max_seconds)

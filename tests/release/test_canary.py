@@ -352,3 +352,62 @@ def test_the_canary_suffix_is_reserved_and_a_published_model_of_that_name_is_nev
     aborted = run_mlctl("canary", "abort", "cpub", env=env)
     assert aborted.returncode == 0, aborted.stderr
     assert "carries no canary mark" in aborted.stderr and tree(root / "cpub.canary") == before
+
+
+def probability_versions(stage, name: str, signs: tuple[float, float]) -> None:
+    """v1 and v2 answer softmax(sign x 10 x the good model's scores) (sign -1: confidently wrong), each published
+    with its own reference (features, its scores, labels: the class v1 answers, as Traffic labels); production at v1."""
+    import torch
+
+    class Softmax(torch.nn.Module):
+        def __init__(self, inner, sign: float) -> None:
+            super().__init__()
+            self.inner, self.sign = inner, sign
+
+        def forward(self, x):
+            return torch.softmax(self.sign * 10 * self.inner(x), dim=1)
+
+    good = stage["good"].path
+    features = np.random.default_rng(0).normal(size=(400, 8)).astype(np.float32)
+    truth = None
+    for version, sign in enumerate(signs, start=1):
+        folder = stage["root"] / f"{name}-v{version}"
+        folder.mkdir()
+        shutil.copy(good / "export.json", folder / "export.json")
+        shutil.copy(good / "model.onnx", folder / "model.onnx")
+        net = Softmax(torch.jit.load(str(good / "model.pt")), sign).eval()
+        torch.jit.trace(net, torch.zeros(1, 8)).save(str(folder / "model.pt"))
+        with torch.inference_mode():
+            scores = net(torch.from_numpy(features)).numpy()
+        truth = scores.argmax(1) if truth is None else truth
+        np.savez(folder / "reference.npz", features=features, predicted=scores.argmax(1), labels=truth, outputs=scores)
+        stage["repo"].publish(ExportBundle.load(folder), name, "torchscript", ServingOptions(), {}, folder / "reference.npz")
+    Lifecycle(stage["repo"], Targets({"production": (stage["replica"].grpc_url,)})).promote(name, 1, "production")
+
+
+def shadow_judged(stage, name: str):
+    """A shadow canary of v2 at 100 %, opted in to estimates, judged once after 20 mirrored (unlabelled) answers."""
+    env = stage["env"]
+    started = run_mlctl("canary", "start", name, "2", "--shadow", "--weight", "100", "--min-requests", "20",
+                        "--estimate-missing-labels", env=env)
+    assert started.returncode == 0, started.stderr
+    with Traffic(stage["url"], name):
+        wait_until(lambda: logged(stage, name, 1, 2)["canary"]["requests"] >= 20, 60, "20 shadow records in the log")
+    return run_mlctl("canary", "step", name, "--json", env=env)
+
+
+def test_a_confidently_wrong_canary_without_labels_is_aborted_on_its_estimated_accuracy(stage):
+    probability_versions(stage, "cest", (1.0, -1.0))
+    judged = shadow_judged(stage, "cest")
+    assert judged.returncode == 6, judged.stdout + judged.stderr
+    assert "was aborted: automatic: estimated accuracy" in judged.stderr and "ESTIMATED from the logged scores" in judged.stderr
+    state = json.loads(judged.stdout)
+    check = state["decisions"][-1]["evidence"]["checks"]["accuracy"]
+    assert state["status"] == "aborted" and check["status"] == "breached" and check["basis"] == "estimated"
+    assert check["estimated_stable"] > 0.9 and check["estimated_canary"] < 0.5 and check["labelled_canary"] == 0
+    assert check["estimates"]["canary"]["calibrated_on"] == "its own reference"
+    assert state["policy"]["estimate_missing_labels"] is True  # the opt-in, in the state
+    start = [h for h in history(stage["env"], "cest") if h["action"] == "canary-start"][-1]
+    assert "--estimate-missing-labels" in start["detail"]  # and in the history
+    assert json.loads(run_mlctl("status", "cest", "--json", env=stage["env"]).stdout)["channels"]["production"]["version"] == 1
+

@@ -4,7 +4,9 @@ or NOT MADE, with its evidence.
 - error rate: one-sided two-proportion z-test, and the canary at least `max_error_excess` worse;
 - p99 latency: above stable's p99 x `p99_ratio` + `p99_slack_ms` is a breach;
 - accuracy: from labelled predictions over the whole canary (labels arrive late and slowly); fewer than
-  `min_labels` on an arm and the check is NOT MADE, never passed.
+  `min_labels` on an arm and the check is NOT MADE, never passed; unless the canary opted in
+  (--estimate-missing-labels): then each arm's accuracy estimated from its logged scores decides, reported
+  as estimated with its band.
 
 A step passes when nothing is breached. Promotion after the last step needs more: every check MADE (see
 `promotion_gap`), unless the user accepted an unlabelled canary when starting it.
@@ -71,19 +73,45 @@ def check_accuracy(stable: dict, canary: dict, policy: CanaryPolicy) -> dict:
                                 f"{policy.min_labels} on stable", gap="labels", **counts)
     s_acc, c_acc = stable["correct"] / stable["labelled"], canary["correct"] / canary["labelled"]
     drop = s_acc - c_acc
-    figures = {**counts, "accuracy_canary": c_acc, "accuracy_stable": s_acc, "drop": drop}
+    figures = {**counts, "basis": "realised", "accuracy_canary": c_acc, "accuracy_stable": s_acc, "drop": drop}
     if drop > policy.accuracy_drop:
         return _check(BREACHED, f"accuracy {c_acc:.1%} is {drop:.1%} below stable's {s_acc:.1%} (more than "
                                 f"{policy.accuracy_drop:.0%})", **figures)
     return _check(PASSED, f"accuracy {c_acc:.1%} against stable's {s_acc:.1%}", **figures)
 
 
-def judge(arms: dict[str, dict], policy: CanaryPolicy, labels: dict[str, dict] | None = None) -> tuple[str, dict]:
+def check_estimated_accuracy(estimates: dict | None, policy: CanaryPolicy, unlabelled: dict) -> dict:
+    """For an accuracy check NOT MADE for lack of labels (`unlabelled`) on a canary that opted in: each arm's
+    estimated accuracy (`estimated.arm_estimates`) decides, a breach when the canary's is more than
+    `accuracy_drop` below stable's. Always reported as estimated, with both bands; NOT MADE when an arm has no
+    estimate."""
+    counts = {k: v for k, v in unlabelled.items() if k not in ("status", "detail", "gap")}
+    missing = [f"{name}: {e['not_made']}" for name, e in (estimates or {}).items() if e.get("not_made")]
+    if estimates is None or missing:
+        why = "; ".join(missing) or "no estimate was computed"
+        return _check(NOT_MADE, f"{unlabelled['detail']}; no estimate either ({why})", gap="labels", **counts)
+    s, c = estimates["stable"], estimates["canary"]
+    drop = s["accuracy"] - c["accuracy"]
+    figures = {**counts, "basis": "estimated", "estimated_canary": c["accuracy"], "band_canary": c["band"],
+               "estimated_stable": s["accuracy"], "band_stable": s["band"], "drop": drop, "estimates": estimates}
+    said = (f"estimated accuracy {c['accuracy']:.1%} [{c['band'][0]:.1%}, {c['band'][1]:.1%}] against stable's estimated "
+            f"{s['accuracy']:.1%} [{s['band'][0]:.1%}, {s['band'][1]:.1%}]")
+    why = f"ESTIMATED from the logged scores ({c['rows']} canary, {s['rows']} stable answers), not realised: {unlabelled['detail']}"
+    if drop > policy.accuracy_drop:
+        return _check(BREACHED, f"{said} is {drop:.1%} lower (more than {policy.accuracy_drop:.0%}); {why}", **figures)
+    return _check(PASSED, f"{said}; {why}", **figures)
+
+
+def judge(arms: dict[str, dict], policy: CanaryPolicy, labels: dict[str, dict] | None = None,
+          estimates: dict[str, dict] | None = None) -> tuple[str, dict]:
     """('pass' | 'breach' | 'wait', evidence). `arms` ({stable, canary} figures of this step: requests, errors,
     latencies_ms, labelled, correct) feed the error rate and p99; `labels` (the whole canary's; `arms` when not
-    given) feed the accuracy. The evidence holds both summaries, each check and a one-line reason."""
+    given) feed the accuracy; `estimates` (each arm's estimated accuracy) decide it when labels are short and
+    the policy opted in. The evidence holds both summaries, each check and a one-line reason."""
     evidence: dict = {"stable": _summary(arms["stable"]), "canary": _summary(arms["canary"])}
     accuracy = check_accuracy((labels or arms)["stable"], (labels or arms)["canary"], policy)
+    if accuracy["status"] == NOT_MADE and policy.estimate_missing_labels:
+        accuracy = check_estimated_accuracy(estimates, policy, accuracy)
     short = [f"{name} {arms[name]['requests']}" for name in ("canary", "stable") if arms[name]["requests"] < policy.min_requests]
     if short:
         waiting = _check(NOT_MADE, f"fewer than {policy.min_requests} requests this step ({', '.join(short)})", gap="requests")

@@ -69,6 +69,8 @@ class Canaries:
         self.companions.install(model, version, channel)  # ConflictError first when the name is a published model
         unlabelled = ("; automatic promotion allowed without an accuracy check (--allow-unlabelled)" if allow_unlabelled
                       else f"; automatic promotion needs {policy.min_labels} labels per arm")
+        if policy.estimate_missing_labels:
+            unlabelled += ", or else each arm's estimated accuracy decides (--estimate-missing-labels)"
         detail = f"v{version} against v{state.stable} at {steps[0]}%, steps {list(steps)}{' (shadow)' if shadow else ''}{unlabelled}"
         state = self._record(state, "canary-start", "succeeded", detail)
         self.states.save(state, token)
@@ -142,8 +144,11 @@ class Canaries:
         gap = promotion_gap(evidence, state.allow_unlabelled)
         if gap:
             return self._hold(state, token, gap, evidence), gap
+        accuracy = evidence["checks"]["accuracy"]
         unchecked = " (accuracy not checked: started with --allow-unlabelled)" if state.allow_unlabelled and \
-            evidence["checks"]["accuracy"]["status"] == NOT_MADE else ""
+            accuracy["status"] == NOT_MADE else ""
+        if accuracy.get("basis") == "estimated":
+            unchecked = " (accuracy ESTIMATED without labels: started with --estimate-missing-labels)"
         reason = f"automatic: every step passed{unchecked}: {evidence['reason']}"
         return self._promote(state, token, reason, evidence), evidence["reason"]
 
@@ -162,7 +167,14 @@ class Canaries:
         step_arms, whole = arms(state.step_started_at), arms(state.started_at)
         if state.weight >= 100:  # stable gets nothing at this step: compare with stable over the whole canary
             step_arms["stable"] = whole["stable"]
-        return judge(step_arms, state.policy, labels=whole)
+        estimates = None
+        if state.policy.estimate_missing_labels:  # over the whole canary, as the labels
+            from controlplane.release.canary.estimated import arm_estimates
+
+            references = {v: self.repo.reference(state.model, v) for v in (state.stable, state.canary)}
+            estimates = arm_estimates(predictions, state.model, state.stable, state.canary,
+                                      datetime.fromisoformat(state.started_at), references)
+        return judge(step_arms, state.policy, labels=whole, estimates=estimates)
 
     def _hold(self, state: CanaryState, token: str | None, gap: str, evidence: dict) -> CanaryState:
         """Stay running at the last step; the hold is recorded once, when it begins."""
@@ -208,7 +220,8 @@ def still_running(state: CanaryState, why: str, seconds: float) -> CheckFailedEr
             f"the canary v{state.canary} of {state.model!r} passed its last step but was not promoted: {why}; it holds {where}",
             hint=f"send labels for its predictions (POST /v1/feedback), then 'mlctl canary step {state.model}'; or decide "
                  f"yourself: 'mlctl canary promote {state.model}' / 'mlctl canary abort {state.model}' (to promote without "
-                 f"labels automatically, start the canary with --allow-unlabelled)")
+                 f"labels automatically, start the canary with --allow-unlabelled; to judge the estimated accuracy, with "
+                 f"--estimate-missing-labels)")
     return CheckFailedError(
         f"the canary v{state.canary} of {state.model!r} was not decided within {seconds:g} s: {why}; it is still running {where}",
         hint=f"'mlctl canary run {state.model}' to keep judging, or 'mlctl canary promote|abort {state.model}'")

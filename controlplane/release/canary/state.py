@@ -41,6 +41,9 @@ class CanaryPolicy:
     p99_slack_ms: float = defaults.CANARY_P99_SLACK_MS
     min_labels: int = defaults.MIN_LABELS  # per arm, over the whole canary: fewer and accuracy is NOT MADE
     accuracy_drop: float = defaults.ACCURACY_DROP
+    # opt-in (--estimate-missing-labels): an accuracy check short of labels is judged on each arm's estimated
+    # accuracy (CBPE from its logged scores), reported as estimated with its band
+    estimate_missing_labels: bool = False
 
 
 @dataclass(frozen=True)
