@@ -27,7 +27,8 @@ from controlplane.model.signature import TensorSpec
 from controlplane.store import open_store
 from controlplane.store.local import LocalStore
 from controlplane.store.repository import Repository
-from controlplane.triton.server.local import LocalServers, ServerOptions, port_in_use
+from controlplane.triton.server.local import LocalServers, ServerOptions
+from controlplane.triton.server.process import port_in_use
 from controlplane.triton.server.state import ServerState
 
 Progress = Callable[[str], None]

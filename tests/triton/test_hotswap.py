@@ -17,7 +17,8 @@ from controlplane.store import open_store
 from controlplane.store.repository import Repository
 from controlplane.triton.failures import Failure, classify
 from controlplane.triton.load import run_async
-from controlplane.triton.server.local import LocalServers, ServerOptions, common_args
+from controlplane.triton.server.local import LocalServers, ServerOptions
+from controlplane.triton.server.options import common_args
 from controlplane.triton.targets import Targets
 
 pytestmark = pytest.mark.e2e

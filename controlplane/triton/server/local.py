@@ -8,148 +8,35 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from controlplane.errors import ConflictError, NotFoundError, ServerError
 from controlplane.model.provenance import utc_now
-from controlplane.processes import command_line, process_exists
 from controlplane.store.repository import Repository
-from controlplane.triton.replicas import CONTROL_HEADER
 from controlplane.triton.server.install import (
     TritonInstall,
     assemble_backends,
     locate_triton,
 )
+from controlplane.triton.server.options import (
+    ServerOptions,
+    common_args,
+    local_args,
+    redact,
+)
+from controlplane.triton.server.process import (
+    is_ready,
+    kill_orphaned_stubs,
+    log_tail,
+    pid_alive,
+    port_in_use,
+)
 from controlplane.triton.server.state import ServerState, StateFiles
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    repository: str
-    name: str = "default"
-    host: str = "127.0.0.1"
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-    models: tuple[str, ...] | None = None  # None: every model in the repository
-    timeout_s: float = 120.0
-    exit_timeout_s: int = 10  # how long a stop waits for in-flight requests and open connections
-    extra_args: tuple[str, ...] = ()
-    runtime: str = "local"  # local: the wheel's tritonserver | docker: the NGC image
-    image: str = ""  # docker runtime only; empty for the default image
-    gpus: bool = False  # docker runtime only
-    binary: str | None = None  # another tritonserver executable than the wheel's
-    channel: str | None = None  # serve this channel's versions (--model-config-name=<channel>)
-    control_key: str | None = None  # restrict the model-repository API to callers holding this key
-    # mlctl writes complete configs; Triton's auto-complete launches a Python-backend stub per load only to
-    # fill them in (~1.26 s of a 1.4 s switch on the stand-ins). True only for hand-written, partial configs.
-    auto_complete_config: bool = False
-
-    def ports(self) -> dict[str, int]:
-        return {"http": self.http_port, "grpc": self.grpc_port, "metrics": self.metrics_port}
-
-
-def common_args(options: ServerOptions, models: list[str]) -> list[str]:
-    """tritonserver arguments shared by both runtimes (pure)."""
-    args = [
-        "--model-control-mode=explicit",
-        "--allow-metrics=true",
-        "--metrics-config=summary_latencies=true",
-        f"--exit-timeout-secs={options.exit_timeout_s}",
-        "--log-info=true",
-    ]
-    if not options.auto_complete_config:
-        args.append("--disable-auto-complete-config")
-    if options.channel:
-        args.append(f"--model-config-name={options.channel}")
-    if options.control_key:
-        restriction = f"model-repository:{CONTROL_HEADER}={options.control_key}"
-        args += [f"--grpc-restricted-protocol={restriction}", f"--http-restricted-api={restriction}"]
-    args += [f"--load-model={m}" for m in models]
-    return args + list(options.extra_args)
-
-
-def local_args(options: ServerOptions, repository_uri: str, backend_dir: str, models: list[str]) -> list[str]:
-    """tritonserver arguments for a local process (pure)."""
-    return [
-        f"--model-repository={repository_uri}",
-        f"--backend-directory={backend_dir}",
-        f"--http-address={options.host}",
-        f"--http-port={options.http_port}",
-        f"--grpc-address={options.host}",
-        f"--grpc-port={options.grpc_port}",
-        f"--metrics-address={options.host}",
-        f"--metrics-port={options.metrics_port}",
-        *common_args(options, models),
-    ]
-
-
-def redact(command: list[str], secret: str | None) -> list[str]:
-    """The command as it may be shown and stored: without the control key."""
-    return [a.replace(secret, "***") for a in command] if secret else list(command)
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def is_ready(http_url: str, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=timeout) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def pid_alive(pid: int | None) -> bool:
-    """A running tritonserver with this pid (a reused pid belongs to another program and does not count).
-    The command line reads empty for an instant while a process execs; that counts as alive."""
-    if not process_exists(pid):
-        return False
-    cmdline = command_line(pid)
-    return not cmdline or b"tritonserver" in cmdline
-
-
-def kill_orphaned_stubs(server_pid: int | None) -> None:
-    """SIGKILL Python-backend stubs left in a dead server's process group (it led its own session)."""
-    if not server_pid:
-        return
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        pgid = int(stat.rsplit(")", 1)[1].split()[2])
-        if pgid == server_pid and b"triton_python_backend_stub" in cmdline:
-            try:
-                os.kill(int(entry.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def log_tail(path: str | Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 class LocalServers:

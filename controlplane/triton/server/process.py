@@ -1,0 +1,66 @@
+"""The host side of a managed tritonserver: ports, readiness, whether its process runs, its stubs and its log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from controlplane.processes import command_line, process_exists
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def is_ready(http_url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def pid_alive(pid: int | None) -> bool:
+    """A running tritonserver with this pid (a reused pid belongs to another program and does not count).
+    The command line reads empty for an instant while a process execs; that counts as alive."""
+    if not process_exists(pid):
+        return False
+    cmdline = command_line(pid)
+    return not cmdline or b"tritonserver" in cmdline
+
+
+def kill_orphaned_stubs(server_pid: int | None) -> None:
+    """SIGKILL Python-backend stubs left in a dead server's process group (it led its own session)."""
+    if not server_pid:
+        return
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        pgid = int(stat.rsplit(")", 1)[1].split()[2])
+        if pgid == server_pid and b"triton_python_backend_stub" in cmdline:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def log_tail(path: str | Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
