@@ -24,7 +24,12 @@ from controlplane.errors import (
     NotFoundError,
     UsageError,
 )
-from controlplane.export.onnx import EXPORTERS, describe_dynamic, export_onnx, exporters_to_try
+from controlplane.export.onnx import (
+    EXPORTERS,
+    describe_dynamic,
+    export_onnx,
+    exporters_to_try,
+)
 from controlplane.export.parity import ParityResult, compare
 from controlplane.export.samples import parity_samples
 from controlplane.model.bundle import BUNDLE_FILE, ExportBundle

@@ -81,6 +81,13 @@ def alert_rules(budgets: Budgets = Budgets()) -> dict:
                  "concept drift in {{ $labels.model }} v{{ $labels.version }}"),
             rule("MlctlFeedbackCoverageLow", f"mlctl_quality_feedback_coverage < {budgets.min_feedback_coverage}", "1h", "info",
                  "few labels arrive for {{ $labels.model }} v{{ $labels.version }}"),
+            rule("MlctlEstimatedAccuracyBelowReference",
+                 f"mlctl_quality_estimated_accuracy < on (model, version) (mlctl_quality_reference_accuracy - {budgets.accuracy_drop})",
+                 "30m", "warning", "accuracy of {{ $labels.model }} v{{ $labels.version }} estimated without labels is below its reference"),
+            rule("MlctlDataQuality", "mlctl_data_quality_flagged_features > 0", "30m", "warning",
+                 "{{ $value }} features of {{ $labels.model }} v{{ $labels.version }} fail data quality (missing, out of range, unseen, constant)"),
+            rule("MlctlMultivariateDrift", "mlctl_drift_multivariate == 1", "30m", "warning",
+                 "the joint distribution of {{ $labels.model }} v{{ $labels.version }}'s inputs moved from the reference"),
         ],
     }]}
 
@@ -137,6 +144,11 @@ QUALITY_PANELS = (
     ("Largest PSI", ['mlctl_drift_psi_max{model="$model"}'], "short"),
     ("Prediction drift p-value", ['mlctl_drift_prediction_pvalue{model="$model"}'], "short"),
     ("Concept drift", ['mlctl_drift_concept{model="$model"}'], "short"),
+    ("Estimated (no labels) vs realised accuracy", ['mlctl_quality_estimated_accuracy{model="$model"}',
+                                                    'mlctl_quality_accuracy{model="$model"}'], "percentunit"),
+    ("Data-quality flagged features", ['mlctl_data_quality_flagged_features{model="$model"}'], "short"),
+    ("Multivariate drift: domain AUROC, PCA error / threshold",
+     ['mlctl_drift_domain_auroc{model="$model"}', 'mlctl_drift_pca_error_ratio{model="$model"}'], "short"),
 )
 
 
