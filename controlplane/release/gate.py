@@ -150,15 +150,20 @@ def evaluate(repo, model: str, version: int, channel: str, target: str, threshol
             verdict.gates.append(GateResult("accuracy", floor is None or accuracy >= floor, accuracy, floor,
                                             f"{len(labels)} held-out samples served by v{version}; floor: {basis}", basis="realised"))
         say(f"gate: load at concurrency {thresholds.concurrency} for {thresholds.load_seconds:g} s (p99, error rate)")
-        latencies, failures = _bounded_load(client, model, str(version), {name: features[:1]}, thresholds)
+        verdict.gates.extend(_load_gates(client, model, version, {name: features[:1]}, thresholds))
+    return verdict
+
+
+def _load_gates(client, model: str, version: int, inputs: dict, thresholds: GateThresholds) -> list[GateResult]:
+    """p99 latency and error rate under the bounded load."""
+    latencies, failures = _bounded_load(client, model, str(version), inputs, thresholds)
     p99 = float(np.percentile(latencies, 99)) * 1000 if latencies else None
     total = len(latencies) + failures
     error_rate = failures / total if total else None
-    verdict.gates.append(GateResult("p99_latency", p99 is not None and p99 <= thresholds.p99_ms, p99, thresholds.p99_ms,
-                                    f"{len(latencies)} requests at concurrency {thresholds.concurrency} for {thresholds.load_seconds} s"))
-    verdict.gates.append(GateResult("error_rate", error_rate is not None and error_rate <= thresholds.max_error_rate, error_rate,
-                                    thresholds.max_error_rate, f"{failures} failed of {total}"))
-    return verdict
+    return [GateResult("p99_latency", p99 is not None and p99 <= thresholds.p99_ms, p99, thresholds.p99_ms,
+                       f"{len(latencies)} requests at concurrency {thresholds.concurrency} for {thresholds.load_seconds} s"),
+            GateResult("error_rate", error_rate is not None and error_rate <= thresholds.max_error_rate, error_rate,
+                       thresholds.max_error_rate, f"{failures} failed of {total}")]
 
 
 def _baseline(repo, model: str, version: int, production_channel: str) -> tuple[int | None, int | None, float | None]:
