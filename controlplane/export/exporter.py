@@ -171,19 +171,7 @@ def export_model(request: ExportRequest, progress: Progress | None = None, model
         samples.append(check_inputs(read_tensor_file(path, request.inputs), request.inputs, request.max_batch_size, str(path)))
         labels.append(str(path))
 
-    try:
-        probe = _as_outputs(model(*[torch.from_numpy(samples[0][s.name].copy()) for s in request.inputs]))
-    except UsageError:
-        raise
-    except Exception as exc:  # the model rejected the declared inputs: the spec is wrong
-        raise UsageError(
-            f"the model failed on inputs shaped by the spec ({', '.join(s.describe(batched) for s in request.inputs)}): "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            hint="check --input names, dtypes and dims",
-        ) from exc
-    names = request.output_names or tuple(f"output_{i}" for i in range(len(probe)))
-    if len(names) != len(probe):
-        raise UsageError(f"the model returns {len(probe)} outputs but {len(names)} --output names were given")
+    names = _output_names(model, request, samples[0])
     eager = _Runner(model, request.inputs, names)
     expected = [eager(s) for s in samples]
     signature = Signature(request.inputs, infer_outputs(samples, expected, batched), request.max_batch_size)
@@ -200,16 +188,7 @@ def export_model(request: ExportRequest, progress: Progress | None = None, model
             say(f"exporting {fmt} to {path.name}")
             parity[fmt], exporter_used[fmt] = _export_checked(
                 fmt, model, signature, path, request, (samples, trace_index, expected, labels), say)
-        failed = {f: r for f, r in parity.items() if not r.passed}
-        if failed:
-            detail = "; ".join(
-                f"{f}: max abs {r.max_abs_error:.3g}, max rel {r.max_rel_error:.3g} (worst: {r.worst})" for f, r in failed.items()
-            )
-            raise CheckFailedError(
-                f"parity check failed against eager PyTorch (atol {request.atol}, rtol {request.rtol}): {detail}",
-                hint=f"nothing was written; dynamic dims: {describe_dynamic(signature)}; fix the model (data-dependent "
-                     "control flow does not trace), a dim that need not vary, --onnx-exporter, or --atol/--rtol",
-            )
+        _require_parity(parity, request, signature)
         bundle = ExportBundle(
             path=out_dir,
             signature=signature,
@@ -226,6 +205,40 @@ def export_model(request: ExportRequest, progress: Progress | None = None, model
         return bundle
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _output_names(model, request: ExportRequest, sample: dict) -> tuple[str, ...]:
+    """The outputs' names, after one eager call on a sample shaped by the spec (a failure means a wrong spec)."""
+    import torch
+
+    batched = request.max_batch_size > 0
+    try:
+        probe = _as_outputs(model(*[torch.from_numpy(sample[s.name].copy()) for s in request.inputs]))
+    except UsageError:
+        raise
+    except Exception as exc:  # the model rejected the declared inputs: the spec is wrong
+        raise UsageError(
+            f"the model failed on inputs shaped by the spec ({', '.join(s.describe(batched) for s in request.inputs)}): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            hint="check --input names, dtypes and dims",
+        ) from exc
+    names = request.output_names or tuple(f"output_{i}" for i in range(len(probe)))
+    if len(names) != len(probe):
+        raise UsageError(f"the model returns {len(probe)} outputs but {len(names)} --output names were given")
+    return names
+
+
+def _require_parity(parity: dict[str, ParityResult], request: ExportRequest, signature: Signature) -> None:
+    failed = {f: r for f, r in parity.items() if not r.passed}
+    if failed:
+        detail = "; ".join(
+            f"{f}: max abs {r.max_abs_error:.3g}, max rel {r.max_rel_error:.3g} (worst: {r.worst})" for f, r in failed.items()
+        )
+        raise CheckFailedError(
+            f"parity check failed against eager PyTorch (atol {request.atol}, rtol {request.rtol}): {detail}",
+            hint=f"nothing was written; dynamic dims: {describe_dynamic(signature)}; fix the model (data-dependent "
+                 "control flow does not trace), a dim that need not vary, --onnx-exporter, or --atol/--rtol",
+        )
 
 
 def _export_torchscript(model, signature: Signature, example: dict, path: Path) -> _Runner:
