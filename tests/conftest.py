@@ -15,6 +15,7 @@ from support import MLP_INPUTS, MULTI_INPUTS, TESTS, free_port
 from controlplane.export.exporter import ExportRequest, export_model
 from controlplane.model.bundle import ExportBundle
 from controlplane.model.config import ServingOptions, VersionPolicy
+from controlplane.quality.reference import ReferenceSample
 from controlplane.model.signature import parse_tensor_spec
 from controlplane.store import open_store
 from controlplane.store.repository import Repository
@@ -86,7 +87,7 @@ def session_repo(tmp_path_factory, exports, digits_split) -> Repository:
     with torch.inference_mode():
         scores = model(torch.from_numpy(x_ref)).numpy()
     np.savez(work / "reference.npz", features=x_ref, predicted=demo.predict(model, x_ref), labels=y_ref, outputs=scores)
-    repo.publish(bundle, "classifier", "onnx", ServingOptions(), {}, work / "reference.npz")
+    repo.publish(bundle, "classifier", "onnx", ServingOptions(), {}, ReferenceSample.read(work / "reference.npz"))
     # config says FP64 where the model returns float32: the stand-in must refuse, as native backends do
     shutil.copytree(root / "mlp", root / "liar")
     config = (root / "liar" / "config.pbtxt").read_text()

@@ -84,6 +84,7 @@ def publish(
     from controlplane.errors import UsageError
     from controlplane.model.bundle import ExportBundle
     from controlplane.model.config import ServingOptions, VersionPolicy
+    from controlplane.quality.reference import ReferenceSample
     from controlplane.store import open_store
     from controlplane.store.local import LocalStore
     from controlplane.store.repository import Repository
@@ -108,7 +109,7 @@ def publish(
     if isinstance(store, LocalStore) and not store.exists():  # the first publish makes a local repository
         store.root.mkdir(parents=True)
         note(f"created the model repository {store.root}")
-    manifest = Repository(store).publish(bundle, name, format, options, meta, reference)
+    manifest = Repository(store).publish(bundle, name, format, options, meta, ReferenceSample.read(reference) if reference else None)
     if json:
         emit_json(jsonlib.loads(manifest.to_json()))
     else:

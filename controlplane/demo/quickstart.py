@@ -24,6 +24,7 @@ from controlplane.errors import CheckFailedError, ConflictError
 from controlplane.export.exporter import ExportRequest, export_model
 from controlplane.model.config import ServingOptions, VersionPolicy
 from controlplane.model.signature import TensorSpec
+from controlplane.quality.reference import ReferenceSample
 from controlplane.store import open_store
 from controlplane.store.local import LocalStore
 from controlplane.store.repository import Repository
@@ -144,7 +145,7 @@ def _train_export_publish(repo: Repository, options: QuickstartOptions, data, re
         for fmt, name in MODEL_NAMES.items():
             version = versions[fmt]
             if version is None:
-                version = repo.publish(bundle, name, fmt, serving, metadata, reference).version
+                version = repo.publish(bundle, name, fmt, serving, metadata, ReferenceSample.read(reference)).version
                 result.published.append(f"{name}:{version}")
             offline[(name, version)] = accuracy
     return offline

@@ -24,17 +24,9 @@ from controlplane.quality.drift import (
     feature_drift,
     prediction_drift,
 )
+from controlplane.quality.reference import Reference, load_reference  # noqa: F401 (Reference is part of this API)
 from controlplane.quality.sections import sections
 from controlplane.quality.window import arrow, even_rows, version_columns
-
-
-@dataclass(frozen=True)
-class Reference:
-    features: np.ndarray  # N x F
-    predicted: np.ndarray  # N
-    labels: np.ndarray | None
-    accuracy: float | None
-    outputs: np.ndarray | None = None  # N x K: the model's scores, to calibrate the performance estimate
 
 
 @dataclass(frozen=True)
@@ -183,7 +175,7 @@ def load_report(repository, log, options: MonitorOptions) -> dict:
         raise NotFoundError(f"prediction log {log.uri} not found",
                             hint="pass the folder (or s3://bucket/prefix) the gateway writes with --log, as --log or MLCTL_PREDICTION_LOG")
     known = repository.versions(options.model)
-    references = {str(v): repository.reference(options.model, v) for v in known}
+    references = {str(v): load_reference(repository, options.model, v) for v in known}
     predictions, feedback = read_tables(log, options.model)
     logged = set(pc.unique(predictions["version"]).to_pylist())
     if options.version is not None and options.version not in references and options.version not in logged:

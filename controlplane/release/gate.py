@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from controlplane.errors import NotFoundError, UsageError
+from controlplane.quality.reference import load_reference
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ def _held_out(repo, model: str, version: int, holdout: Path | None, baseline: in
     reference's features, None, the calibration from the baseline's reference)."""
     if holdout is not None:
         return (*load_holdout(holdout), None)
-    reference = repo.reference(model, version)
+    reference = load_reference(repo, model, version)
     if reference is not None and reference.labels is not None:
         return reference.features, reference.labels, None
     if not estimate:

@@ -20,6 +20,7 @@ from controlplane.quality.estimate import (
     estimate,
     fit_calibrator,
 )
+from controlplane.quality.reference import load_reference
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ def calibration(repo, model: str, baseline: int | None) -> Calibration:
     if baseline is None:
         raise UsageError(f"no held-out set, and no production version of {model!r} whose reference could calibrate an estimate",
                          hint="pass --holdout (features and labels)")
-    reference = repo.reference(model, baseline)
+    reference = load_reference(repo, model, baseline)
     gap = calibration_gap(reference)
     if gap is not None:
         raise UsageError(f"no held-out set, and v{baseline}'s reference cannot calibrate an estimate: {gap}",

@@ -150,18 +150,13 @@ class Repository:
                 problems.append(f"{rel}: sha256 differs from the manifest")
         return problems
 
-    def reference(self, name: str, version: int):
-        """The version's reference sample (None when it was published without one)."""
-        from controlplane.quality.monitor import Reference
-
+    def reference_arrays(self, name: str, version: int) -> dict[str, np.ndarray] | None:
+        """The arrays of the version's reference sample (None when it was published without one)."""
         manifest = self.manifest(name, version)
         if REFERENCE not in manifest.files:
             return None
         with np.load(io.BytesIO(self.store.read_bytes(f"{name}/{version}/{REFERENCE}")), allow_pickle=False) as data:
-            labels = data["labels"] if "labels" in data.files else None
-            outputs = data["outputs"].reshape(len(data["outputs"]), -1) if "outputs" in data.files else None  # scores, for calibration
-            return Reference(data["features"].reshape(len(data["features"]), -1), data["predicted"], labels,
-                             manifest.metadata.get("evaluation", {}).get("accuracy"), outputs)
+            return {key: data[key] for key in data.files}
 
     def has_channel_config(self, name: str, channel: str) -> bool:
         return f"{channel}.pbtxt" in self.store.list_dir(f"{name}/configs")
@@ -180,17 +175,17 @@ class Repository:
         model_format: str,
         options: ServingOptions,
         metadata: dict | None = None,
-        reference: Path | None = None,
+        reference=None,
     ) -> Manifest:
         """Add the next version of `name` from an export bundle; never overwrites anything. A `reference`
-        (.npz: features, predicted, optional labels and outputs, the model's scores) is kept with the version as the baseline for drift,
-        and its evaluation metrics go into the manifest."""
+        (a checked sample with its evaluation: quality.reference.ReferenceSample) is kept with the version as the
+        baseline for drift and calibration, and its evaluation goes into the manifest."""
         check_model_name(name)
         self.require().ensure_marker()
         source = bundle.file_for(model_format)
         metadata = dict(metadata or {})
         if reference is not None:
-            metadata["evaluation"] = evaluate_reference(Path(reference))
+            metadata["evaluation"] = reference.evaluation
         config = model_config.build_config(name, model_format, bundle.signature, options)
         with tempfile.TemporaryDirectory(prefix="mlctl-publish-") as tmp:
             for _ in range(_PUBLISH_ATTEMPTS):
@@ -207,7 +202,7 @@ class Repository:
                 version_dir.mkdir(parents=True)
                 shutil.copyfile(source, version_dir / FILENAMES[model_format])
                 if reference is not None:
-                    shutil.copyfile(reference, version_dir / REFERENCE)
+                    shutil.copyfile(reference.path, version_dir / REFERENCE)
                 manifest = self._manifest(name, version, model_format, bundle, version_dir, metadata)
                 (version_dir / MANIFEST).write_text(manifest.to_json())
                 try:
@@ -265,32 +260,3 @@ class Repository:
             metadata=metadata,
         )
 
-
-def evaluate_reference(path: Path) -> dict:
-    """Check a reference sample and compute its evaluation metrics (accuracy, per-class P/R/F1)."""
-    from controlplane.quality.classification import classification_report
-
-    if not path.is_file():
-        raise NotFoundError(f"reference file {path} not found")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (ValueError, OSError) as exc:
-        raise UsageError(f"reference {path} is not an .npz file: {exc}") from exc
-    missing = [k for k in ("features", "predicted") if k not in arrays]
-    if missing:
-        raise UsageError(f"reference {path} lacks {', '.join(missing)}", hint="it needs features (N x F) and predicted (N), labels optional")
-    n = len(arrays["features"])
-    if any(len(arrays[k]) != n for k in ("predicted", "labels", "outputs") if k in arrays):
-        raise UsageError(f"reference {path}: features, predicted, labels and outputs must have the same length")
-    if "outputs" in arrays and (arrays["outputs"].ndim != 2 or not np.isfinite(arrays["outputs"]).all()):
-        raise UsageError(f"reference {path}: outputs must be N x classes finite scores (the model's outputs for features)")
-    evaluation: dict = {"samples": int(n)}
-    if "labels" in arrays:
-        report = classification_report(arrays["labels"], arrays["predicted"])
-        evaluation.update(accuracy=report.accuracy, per_class=[asdict_class(c) for c in report.classes])
-    return evaluation
-
-
-def asdict_class(c) -> dict:
-    return {"label": c.label, "precision": round(c.precision, 6), "recall": round(c.recall, 6), "f1": round(c.f1, 6), "support": c.support}

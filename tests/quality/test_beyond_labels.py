@@ -18,6 +18,7 @@ from controlplane.quality.multivariate import (
     domain_classifier,
     embedding_drift,
 )
+from controlplane.quality.reference import ReferenceSample
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def digits_case(tmp_path_factory, exports):
         ref_scores, scores = model(torch.from_numpy(x[ref])).numpy(), model(torch.from_numpy(x[stream])).numpy()
     np.savez(root / "ref.npz", features=x[ref], predicted=ref_scores.argmax(1), labels=y[ref], outputs=ref_scores)
     (root / "repo").mkdir()
-    Repository(open_store(str(root / "repo"))).publish(exports["mlp"], "digits", "onnx", ServingOptions(), {}, root / "ref.npz")
+    Repository(open_store(str(root / "repo"))).publish(exports["mlp"], "digits", "onnx", ServingOptions(), {}, ReferenceSample.read(root / "ref.npz"))
     hard = scores.max(1) <= np.quantile(scores.max(1), 0.4)
     logs = {}
     for name, rows in (("plain", np.arange(len(stream))), ("shifted", np.flatnonzero(hard))):

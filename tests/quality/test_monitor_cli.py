@@ -15,6 +15,7 @@ from support import run_mlctl
 from controlplane.feedback.predlog import PredictionLog
 from controlplane.model.config import ServingOptions
 from controlplane.quality.drift import feature_drift
+from controlplane.quality.reference import ReferenceSample
 from controlplane.store import open_store
 from controlplane.store.repository import Repository
 
@@ -38,8 +39,8 @@ def repo(tmp_path_factory, exports) -> str:
     labels = np.where(rng.random(400) < 0.9, predicted, (predicted + 1) % 4)
     np.savez(root.parent / "ref.npz", features=rng.normal(size=(400, FEATURES)), predicted=predicted, labels=labels)
     repository = Repository(open_store(str(root)))
-    repository.publish(exports["mlp"], "watched", "onnx", ServingOptions(), {}, root.parent / "ref.npz")
-    repository.publish(exports["mlp"], "watched", "onnx", ServingOptions(), {}, root.parent / "ref.npz")
+    repository.publish(exports["mlp"], "watched", "onnx", ServingOptions(), {}, ReferenceSample.read(root.parent / "ref.npz"))
+    repository.publish(exports["mlp"], "watched", "onnx", ServingOptions(), {}, ReferenceSample.read(root.parent / "ref.npz"))
     repository.publish(exports["mlp"], "bare", "onnx", ServingOptions())
     return str(root)
 

@@ -15,6 +15,7 @@ from controlplane.quality.drift import (
     prediction_drift,
     psi,
 )
+from controlplane.quality.reference import ReferenceSample
 
 
 def test_per_class_metrics_equal_scikit_learn():
@@ -81,7 +82,7 @@ def test_monitor_export_gauges_match_the_report(tmp_path, exports):
     (tmp_path / "repo").mkdir()
     reference = tmp_path / "ref.npz"
     np.savez(reference, features=rng.normal(size=(300, 8)), predicted=rng.integers(0, 4, 300), labels=rng.integers(0, 4, 300))
-    Repository(open_store(str(tmp_path / "repo"))).publish(exports["mlp"], "synthetic", "onnx", ServingOptions(), {}, reference)
+    Repository(open_store(str(tmp_path / "repo"))).publish(exports["mlp"], "synthetic", "onnx", ServingOptions(), {}, ReferenceSample.read(reference))
     log = PredictionLog(open_store(str(tmp_path / "log")), flush_rows=64)
     now = datetime.now(timezone.utc)
     for i in range(200):

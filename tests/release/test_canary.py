@@ -19,6 +19,7 @@ from support import ADMIN_KEY, MLCTL, call, free_port, run_mlctl, wait_until
 from controlplane.feedback.predlog import read_tables
 from controlplane.model.bundle import ExportBundle
 from controlplane.model.config import ServingOptions
+from controlplane.quality.reference import ReferenceSample
 from controlplane.release.canary import CanaryPolicy, CanaryState, CanaryStore
 from controlplane.release.canary.judge import arms_from_log
 from controlplane.release.lifecycle import Lifecycle
@@ -384,7 +385,7 @@ def probability_versions(stage, name: str, signs: tuple[float, float]) -> None:
             scores = net(torch.from_numpy(features)).numpy()
         truth = scores.argmax(1) if truth is None else truth
         np.savez(folder / "reference.npz", features=features, predicted=scores.argmax(1), labels=truth, outputs=scores)
-        stage["repo"].publish(ExportBundle.load(folder), name, "torchscript", ServingOptions(), {}, folder / "reference.npz")
+        stage["repo"].publish(ExportBundle.load(folder), name, "torchscript", ServingOptions(), {}, ReferenceSample.read(folder / "reference.npz"))
     Lifecycle(stage["repo"], Targets({"production": (stage["replica"].grpc_url,)})).promote(name, 1, "production")
 
 

@@ -17,6 +17,7 @@ from support import free_port
 
 from controlplane.errors import ServerError
 from controlplane.model.config import ServingOptions
+from controlplane.quality.reference import ReferenceSample
 from controlplane.readiness import wait_until
 from controlplane.release.lifecycle import Lifecycle
 from controlplane.store import open_store
@@ -214,11 +215,12 @@ def test_s3_killed_mid_publish_leaves_no_half_version_and_a_retry_publishes(tmp_
         # a large reference sample keeps version 2's upload going long enough to be cut (it goes after the model)
         big = tmp_path / "reference.npz"
         np.savez(big, features=np.zeros((400_000, 8), np.float32), predicted=np.zeros(400_000, np.int64))  # 16 MB, multipart
+        sample = ReferenceSample.read(big)
         outcome: list[BaseException | None] = []
 
         def publish() -> None:
             try:
-                repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {}, big)
+                repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {}, sample)
                 outcome.append(None)
             except BaseException as exc:  # noqa: BLE001 - handed to the test thread
                 outcome.append(exc)

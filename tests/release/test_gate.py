@@ -102,6 +102,7 @@ def estimating(tmp_path_factory, exports):
 
     from controlplane.model.bundle import ExportBundle
     from controlplane.model.config import ServingOptions, VersionPolicy
+    from controlplane.quality.reference import ReferenceSample
     from controlplane.release.lifecycle import Lifecycle
     from controlplane.store import open_store
     from controlplane.store.repository import Repository
@@ -141,7 +142,7 @@ def estimating(tmp_path_factory, exports):
     np.savez(root / "unlabelled.npz", features=later, predicted=scores(later).argmax(1))
     serving = ServingOptions(version_policy=VersionPolicy("all"))
     for reference in ("labelled.npz", "unlabelled.npz"):
-        repo.publish(ExportBundle.load(bundle), "est", "torchscript", serving, {}, root / reference)
+        repo.publish(ExportBundle.load(bundle), "est", "torchscript", serving, {}, ReferenceSample.read(root / reference))
     Lifecycle(repo, Targets({})).promote("est", 1, "production", create_channel=True)  # no replicas: the channel's record only
     servers = LocalServers(root / "home")
     replica = servers.start(ServerOptions(repository=str(root / "repo"), name="est", http_port=free_port(), grpc_port=free_port(),

@@ -21,6 +21,7 @@ from controlplane.errors import (
     UsageError,
 )
 from controlplane.quality.checks import NOT_MADE
+from controlplane.quality.reference import load_reference
 from controlplane.release.canary.companion import Companions, refuse_companion
 from controlplane.release.canary.judge import (
     BREACH,
@@ -171,7 +172,7 @@ class Canaries:
         if state.policy.estimate_missing_labels:  # over the whole canary, as the labels
             from controlplane.release.canary.estimated import arm_estimates
 
-            references = {v: self.repo.reference(state.model, v) for v in (state.stable, state.canary)}
+            references = {v: load_reference(self.repo, state.model, v) for v in (state.stable, state.canary)}
             estimates = arm_estimates(predictions, state.model, state.stable, state.canary,
                                       datetime.fromisoformat(state.started_at), references)
         return judge(step_arms, state.policy, labels=whole, estimates=estimates)
