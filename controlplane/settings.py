@@ -56,3 +56,17 @@ def read_key_file(path: str | None) -> str | None:
         raise UsageError(f"control key file {path} is empty")
     return key
 
+
+
+def read_toml(path: str | Path, what: str) -> dict:
+    """A TOML file the user names (`what` says which, for the message): NotFoundError when missing, UsageError
+    when it does not parse."""
+    import tomllib
+
+    file = Path(path)
+    if not file.is_file():
+        raise NotFoundError(f"{what} {file} not found")
+    try:
+        return tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{what} {file} is not valid TOML: {exc}") from exc

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from controlplane.errors import NotFoundError, UsageError
 from controlplane.quality.reference import load_reference
+from controlplane.settings import read_toml
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,7 @@ class GateThresholds:
         """Read and check a thresholds file before anything runs: a typo must not pass as the defaults."""
         if not path:
             return cls()
-        file = Path(path)
-        if not file.is_file():
-            raise NotFoundError(f"gate thresholds file {file} not found")
-        try:
-            document = tomllib.loads(file.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise UsageError(f"gate thresholds file {file} is not valid TOML: {exc}") from exc
-        return cls.from_document(document, str(file))
+        return cls.from_document(read_toml(path, "gate thresholds file"), str(path))
 
     @classmethod
     def from_document(cls, document: dict, where: str) -> GateThresholds:

@@ -14,12 +14,12 @@ ready pod); it is resolved each time the replicas are asked for.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controlplane.errors import NotFoundError, UnavailableError, UsageError
+from controlplane.errors import UnavailableError, UsageError
+from controlplane.settings import read_toml
 from controlplane.store.channels import check_channel
 
 ENV_PREFIX = "MLCTL_TARGETS_"
@@ -69,12 +69,7 @@ def load_targets(path: str | None, env: Mapping[str, str] | None = None) -> Targ
     sources = []
     if path:
         file = Path(path)
-        if not file.is_file():
-            raise NotFoundError(f"targets file {file} not found")
-        try:
-            data = tomllib.loads(file.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise UsageError(f"targets file {file} is not valid TOML: {exc}") from exc
+        data = read_toml(file, "targets file")
         for name, body in (data.get("channels") or {}).items():
             if not isinstance(body, dict) or "replicas" not in body:
                 raise UsageError(f"targets file {file}: [channels.{name}] needs replicas = [...]")

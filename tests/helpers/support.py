@@ -49,10 +49,12 @@ def call(url: str, path: str, body=None, key: str | None = PREDICT_KEY, raw: byt
         return exc.code, json.loads(exc.read().decode() or "{}")
 
 
-def start_gateway(triton, log: Path, *options: str) -> tuple[subprocess.Popen, str]:
-    """`mlctl gateway serve` as a user runs it, once /healthz answers."""
+def start_gateway(triton, log: Path, *options: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`mlctl gateway serve` as a user runs it, once /healthz answers. `env` adds to the environment (e.g. the
+    MLCTL_REPOSITORY a canary's state is read from)."""
     port = free_port()
-    env = {**os.environ, "MLCTL_GATEWAY_PREDICT_KEYS": PREDICT_KEY, "MLCTL_GATEWAY_ADMIN_KEYS": ADMIN_KEY, "PYTHONPATH": str(TESTS)}
+    env = {**os.environ, "MLCTL_GATEWAY_PREDICT_KEYS": PREDICT_KEY, "MLCTL_GATEWAY_ADMIN_KEYS": ADMIN_KEY, "PYTHONPATH": str(TESTS),
+           **(env or {})}
     proc = subprocess.Popen([MLCTL, "gateway", "serve", "--port", str(port), "--triton-url", triton.grpc_url, "--log", str(log),
                              *options], env=env)
     url = f"http://127.0.0.1:{port}"

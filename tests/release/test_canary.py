@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from datetime import UTC, datetime
@@ -14,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import ADMIN_KEY, MLCTL, call, free_port, run_mlctl, wait_until
+from support import ADMIN_KEY, call, free_port, run_mlctl, start_gateway, wait_until
 
 from controlplane.feedback.predlog import read_tables
 from controlplane.model.bundle import ExportBundle
@@ -81,19 +79,8 @@ def stage(tmp_path_factory, exports):
     servers = LocalServers(root / "home")
     replica = servers.start(ServerOptions(repository=str(root / "repo"), name="prod", channel="production", http_port=free_port(),
                                           grpc_port=free_port(), metrics_port=free_port()))
-    port = free_port()
-    env = {**os.environ, "MLCTL_GATEWAY_ADMIN_KEYS": ADMIN_KEY, "MLCTL_REPOSITORY": str(root / "repo")}
-    gateway = subprocess.Popen([MLCTL, "gateway", "serve", "--port", str(port), "--triton-url", replica.grpc_url,
-                                "--log", str(root / "log"), "--flush-rows", "200", "--flush-seconds", "0.3"], env=env)
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return call(url, "/healthz", key=None)[0] == 200
-        except OSError:
-            return False
-
-    wait_until(healthy, 30, f"gateway on {url}", give_up=lambda: gateway.poll() is not None and "it exited")
+    gateway, url = start_gateway(replica, root / "log", "--flush-rows", "200", "--flush-seconds", "0.3",
+                                 env={"MLCTL_REPOSITORY": str(root / "repo")})
     env = {"MLCTL_REPOSITORY": str(root / "repo"), "MLCTL_TARGETS_PRODUCTION": replica.grpc_url, "MLCTL_PREDICTION_LOG": str(root / "log")}
     try:
         yield {"root": root, "repo": Repository(open_store(str(root / "repo"))), "replica": replica, "url": url, "env": env,
