@@ -62,6 +62,9 @@ SERVER_START_TIMEOUT_S = 120.0  # a TorchScript model's stub imports torch: ~4 s
 SWITCH_SETTLE_TIMEOUT_S = 120.0  # a load returns when the version is ready; this bounds a stuck one
 CONTROL_CALL_TIMEOUT_S = 120.0  # gRPC load/unload of a large model
 HEALTH_TIMEOUT_S = 5.0  # a live/ready probe: a replica slower than this is treated as hung
+# A killed tritonserver's listening ports can stay bound for a moment after its pid is gone (its stubs exit
+# after it); a restart on the same ports waits this long before calling a port taken.
+PORT_RELEASE_TIMEOUT_S = 3.0
 # The console asks every replica at once with this deadline: a hung replica (kill -STOP) costs its own cell this
 # long, never the page; a replica answering on a busy host takes ~10-50 ms.
 CONSOLE_REPLICA_TIMEOUT_S = 1.0

@@ -109,7 +109,7 @@ def test_a_drifted_replica_is_shown_as_drift(fleet, console, browser):
 
 
 def _fill(driver, form_id: str, reason: str, key: str, **selects) -> None:
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     form = driver.find_element("id", form_id)
     for name, value in selects.items():
@@ -117,6 +117,9 @@ def _fill(driver, form_id: str, reason: str, key: str, **selects) -> None:
     form.find_element("name", "reason").send_keys(reason)
     form.find_element("name", "admin_key").send_keys(key)
     form.find_element("css selector", "button").click()
+    # the answer page comes once the action is done (a promote switches replicas one by one): wait for it
+    WebDriverWait(driver, 120).until(lambda d: d.find_elements("id", "result") or d.find_elements("id", "error-message"),
+                                     message="no result or error page after submitting " + form_id)
 
 
 def test_an_action_without_the_key_is_refused_and_one_with_it_is_recorded(fleet, console, browser):
@@ -236,9 +239,10 @@ def test_a_canary_shows_with_its_weight_and_is_aborted_from_the_page(fleet, cons
     cli = ("-r", fleet.repo.uri, "--targets", str(fleet.targets_file))
     started = run_mlctl(*cli, "canary", "start", MODEL, "4", "--weight", "30", "--channel", "production")
     assert started.returncode == 0, started.stderr
+    stable = fleet.lifecycle().status(MODEL)["channels"]["production"]["version"]
     browser.get(f"{console}/models/{MODEL}")
     panel = browser.find_element("id", "canary").text
-    assert "v4 against stable v10 on production" in panel and "weight 30.0%" in panel
+    assert f"v4 against stable v{stable} on production" in panel and "weight 30.0%" in panel
     _fill(browser, "abort-form", "abort from the console test", ADMIN_KEY)
     browser.find_element("id", "result")
     status = run_mlctl(*cli, "canary", "status", MODEL, "--json")

@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from controlplane.defaults import PORT_RELEASE_TIMEOUT_S
 from controlplane.errors import ConflictError, NotFoundError, ServerError
 from controlplane.model.provenance import utc_now
+from controlplane.readiness import wait_until
 from controlplane.store.repository import Repository
 from controlplane.triton.server.install import (
     TritonInstall,
@@ -66,11 +68,13 @@ class LocalServers:
         repository = self._repository(options)
         models = self._models_to_load(repository, options)
         for kind, port in options.ports().items():
-            if port_in_use(options.host, port):
+            try:  # a server that was just killed releases its ports a moment after its pid is gone
+                wait_until(lambda p=port: not port_in_use(options.host, p), PORT_RELEASE_TIMEOUT_S, f"{kind} port {port}")
+            except TimeoutError:
                 raise ConflictError(
                     f"{kind} port {port} on {options.host} is in use",
                     hint=f"pass --{kind}-port with a free port, or stop what holds it",
-                )
+                ) from None
         log_path = self.files.log_path(options.name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.progress(
