@@ -13,7 +13,7 @@ import pytest
 import torch
 from support import free_port
 
-from controlplane.errors import NotFoundError, UsageError
+from controlplane.errors import NotFoundError, ServerError, UsageError
 from controlplane.export.exporter import ExportRequest, export_model
 from controlplane.model.config import ServingOptions, VersionPolicy
 from controlplane.model.signature import parse_tensor_spec
@@ -199,3 +199,102 @@ def test_cli_publishes_the_digits_example_and_refuses_a_bad_step(tmp_path):
     assert manifest["version"] == 1 and manifest["format"] == "ensemble"
     assert [s["name"] for s in manifest["signature"]["inputs"]] == ["pixels_raw"]
     assert [s["name"] for s in manifest["signature"]["outputs"]] == ["digit", "confidence"]
+
+
+def test_promote_and_rollback_move_the_pipeline_across_two_channel_replicas_under_load(pipeline_repo, tmp_path):
+    """The normal channels: promote and rollback on 2 replicas of `production`, 8 clients, no failure, no mix;
+    the history is the model's, and a replica started afterwards serves the channel's pipeline version."""
+    from controlplane.release.lifecycle import Lifecycle
+    from controlplane.triton.load import Switch, judge_switches
+    from controlplane.triton.targets import Targets
+
+    repo, modules, work = pipeline_repo
+    servers = LocalServers(tmp_path / "home")
+
+    def start(name: str, models):
+        return servers.start(ServerOptions(repository=repo.uri, name=name, models=models, http_port=free_port(),
+                                           grpc_port=free_port(), metrics_port=free_port(), timeout_s=120,
+                                           exit_timeout_s=5, channel="production"))
+
+    states = [start(f"prod{i}", ()) for i in (1, 2)]
+    lc = Lifecycle(repo, Targets({"production": tuple(f"127.0.0.1:{s.grpc_port}" for s in states)}, "test"))
+    classify = _stamp(modules)
+    try:
+        first = lc.promote("pipe", 1, "production", reason="first")
+        assert first.outcome == "succeeded" and first.from_version is None and len(first.replicas) == 2
+
+        def make_caller(i: int):
+            state = states[i % 2]
+            protocol, port = ("grpc", state.grpc_port) if i % 4 < 2 else ("http", state.http_port)
+            client = TritonClient(f"127.0.0.1:{port}", protocol)
+            return lambda: classify(client.infer("pipe", {"raw": RAW}).outputs)
+
+        stop, out, switches = threading.Event(), [], []
+        load = threading.Thread(target=lambda: out.append(run_threads(make_caller, 8, 120, stop)))
+        load.start()
+        try:
+            for act, target in (("promote", 2), ("rollback", 1)):
+                started = time.monotonic()
+                report = lc.promote("pipe", 2, "production") if act == "promote" else lc.rollback("pipe", "production")
+                assert report.outcome == "succeeded" and report.to_version == target
+                switches.append(Switch(str(target) * 3, started, time.monotonic()))
+        finally:
+            stop.set()
+            load.join(timeout=60)
+        verdict = judge_switches(list(out[0].records), switches, {"111", "222"})
+        assert verdict["failures"] == 0, verdict["failure_examples"]
+        assert verdict["unexpected_versions"] == 0  # never a new pre-processor with an old model, or any other mix
+        assert verdict["old_version_after_switch"] == 0 and verdict["requests"] > 50
+        assert "222" in {r.version for r in out[0].records}
+        history = lc.history("pipe")
+        assert [(e.action, e.from_version, e.to_version, e.outcome) for e in history] == [
+            ("promote", None, 1, "succeeded"), ("promote", 1, 2, "succeeded"), ("rollback", 2, 1, "succeeded")]
+        status = lc.status("pipe")
+        assert status["problems"] == [] and all(r["in_sync"] for r in status["channels"]["production"]["replicas"])
+        assert lc.reconcile(["pipe"]) == {"changes": [], "errors": []}
+        configs = {k: repo.store.read_bytes(k) for k in ("pipe/configs/production.pbtxt", "pipe.pre/configs/production.pbtxt")}
+        # version 3's pre-processor passes publish's checks but raises inside Triton: the promote fails on the first
+        # replica, both go back to version 1, and the channel, its configs and the history say so
+        (tmp_path / "pre3.py").write_text("import sys\nif 'triton_python_backend_utils' in sys.modules:\n"
+                                          "    raise RuntimeError('no tokenizer here')\n" + PRE.format(k=3))
+        publish_pipeline(repo, "pipe", "lin", 1, tmp_path / "pre3.py", work / "post1.py")
+        with pytest.raises(ServerError, match="reverted 2 replica"):
+            lc.promote("pipe", 3, "production")
+        assert {k: repo.store.read_bytes(k) for k in configs} == configs
+        assert lc.history("pipe")[-1].outcome == "failed" and lc.channels.load("pipe")[0].channels == {"production": 1}
+        assert all(r["in_sync"] for r in lc.status("pipe")["channels"]["production"]["replicas"])
+        restarted = start("prod3", None)  # loads what production holds, from configs/production.pbtxt
+        fresh = Replica(f"127.0.0.1:{restarted.grpc_port}")
+        try:
+            assert {m: fresh.served(m) for m in ("pipe", "pipe.pre", "pipe.model", "pipe.post")} == {
+                "pipe": {1}, "pipe.pre": {1}, "pipe.model": {1}, "pipe.post": {1}}
+        finally:
+            fresh.close()
+        print(f"\npipeline promote+rollback on 2 replicas, 8 clients: {verdict}")
+    finally:
+        for name in ("prod1", "prod2", "prod3"):
+            servers.stop(name, grace_s=15)
+
+
+def test_cli_promotes_a_pipeline_on_a_channel_and_refuses_a_tampered_version(pipeline_repo, tmp_path):
+    """No replicas configured: the channel's configs and history are written; a tampered component changes nothing."""
+    import shutil
+
+    from support import run_mlctl
+
+    repo, _modules, _work = pipeline_repo
+    root = tmp_path / "repo"
+    shutil.copytree(repo.store.root, root)
+    promoted = run_mlctl("-r", str(root), "promote", "pipe", "2", "--to", "staging", "--create-channel", "--json")
+    assert promoted.returncode == 0, promoted.stderr
+    assert json.loads(promoted.stdout)["to_version"] == 2
+    for key in ("pipe", "pipe.pre", "pipe.model", "pipe.post"):
+        assert (root / key / "configs" / "staging.pbtxt").is_file()
+    assert (root / "pipe" / "configs" / "staging.pbtxt").read_bytes() == (root / "pipe" / "2" / "ensemble.pbtxt").read_bytes()
+    before = (root / ".mlctl" / "channels" / "pipe.json").read_bytes()
+    (root / "pipe.post" / "1" / "step.py").write_text("# changed after publish\n")
+    tampered = run_mlctl("-r", str(root), "promote", "pipe", "1", "--to", "staging")
+    assert tampered.returncode == 6 and "pipe.post/1/step.py: sha256 differs" in tampered.stderr
+    assert (root / ".mlctl" / "channels" / "pipe.json").read_bytes() == before
+    history = run_mlctl("-r", str(root), "history", "pipe", "--json")
+    assert [(e["action"], e["to_version"]) for e in json.loads(history.stdout)["history"]] == [("promote", 2)]
