@@ -229,6 +229,10 @@ def test_promote_and_rollback_move_the_pipeline_across_two_channel_replicas_unde
             client = TritonClient(f"127.0.0.1:{port}", protocol)
             return lambda: classify(client.infer("pipe", {"raw": RAW}).outputs)
 
+        from controlplane.observe.metrics import direct
+
+        scrape = lambda: [m for s in states for m in direct.scrape(f"http://127.0.0.1:{s.metrics_port}/metrics")]
+        before, t0 = scrape(), time.monotonic()
         stop, out, switches = threading.Event(), [], []
         load = threading.Thread(target=lambda: out.append(run_threads(make_caller, 8, 120, stop)))
         load.start()
@@ -246,6 +250,9 @@ def test_promote_and_rollback_move_the_pipeline_across_two_channel_replicas_unde
         assert verdict["unexpected_versions"] == 0  # never a new pre-processor with an old model, or any other mix
         assert verdict["old_version_after_switch"] == 0 and verdict["requests"] > 50
         assert "222" in {r.version for r in out[0].records}
+        # the ensemble is a Triton model: `mlctl metrics pipe` reads its per-version figures like a model's
+        figures = direct.figures(before, scrape(), time.monotonic() - t0, "pipe", "1")
+        assert figures["success"] > 0 and figures["failures"] == 0 and figures["avg_request_ms"] is not None
         history = lc.history("pipe")
         assert [(e.action, e.from_version, e.to_version, e.outcome) for e in history] == [
             ("promote", None, 1, "succeeded"), ("promote", 1, 2, "succeeded"), ("rollback", 2, 1, "succeeded")]
