@@ -303,5 +303,5 @@ def test_cli_promotes_a_pipeline_on_a_channel_and_refuses_a_tampered_version(pip
     tampered = run_mlctl("-r", str(root), "promote", "pipe", "1", "--to", "staging")
     assert tampered.returncode == 6 and "pipe.post/1/step.py: sha256 differs" in tampered.stderr
     assert (root / ".mlctl" / "channels" / "pipe.json").read_bytes() == before
-    history = run_mlctl("-r", str(root), "history", "pipe", "--json")
+    history = run_mlctl("-r", str(root), "history", "pipe", "--channel", "staging", "--json")
     assert [(e["action"], e["to_version"]) for e in json.loads(history.stdout)["history"]] == [("promote", 2)]
