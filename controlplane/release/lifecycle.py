@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC
 
 from controlplane.defaults import CONTROL_CALL_TIMEOUT_S
 from controlplane.errors import (
@@ -38,6 +39,7 @@ from controlplane.model import config as model_config
 from controlplane.model.config import VersionPolicy
 from controlplane.model.provenance import current_actor, utc_now
 from controlplane.processes import process_exists
+from controlplane.release.pipeline import is_pipeline
 from controlplane.store.channel_store import ChannelStore
 from controlplane.store.channels import (
     HistoryEntry,
@@ -129,6 +131,10 @@ class Lifecycle:
             )
         self.channels.save(removed, token)
         self.repo.store.delete(channel_config_key(model, channel))
+        if is_pipeline(self.repo, model):  # and its components' channel configs
+            from controlplane.release.pipeline_channels import remove_channel_configs
+
+            remove_channel_configs(self, model, channel)
         self.say(f"{model}: channel {channel} removed (it held version {removed.history[-1].from_version})")
         return removed.history[-1]
 
@@ -144,6 +150,10 @@ class Lifecycle:
 
     def _switch(self, model: str, channel: str, version: int, action: str, reason: str) -> SwitchReport:
         check_channel(channel)
+        if is_pipeline(self.repo, model):  # a pipeline moves as one unit: release/pipeline_channels.py
+            from controlplane.release.pipeline_channels import switch_channel
+
+            return switch_channel(self, model, channel, version, action, reason)
         self.repo.manifest(model, version)  # NotFoundError for an unknown model or version
         problems = self.repo.verify(model, version)
         if problems:
@@ -303,6 +313,11 @@ class Lifecycle:
                     continue
                 state = self._close_interrupted(state, token)
                 changes.append({"model": model, "what": "interrupted operation closed", "op": state.history[-1].op_id})
+            if is_pipeline(self.repo, model):  # its channel configs and replicas: release/pipeline_channels.py
+                from controlplane.release.pipeline_channels import reconcile_pipeline
+
+                reconcile_pipeline(self, model, state, changes, errors)
+                continue
             base = self.repo.config(model)
             signature = model_config.signature_of(base, api=True)
             for channel, version in sorted(state.channels.items()):
@@ -326,11 +341,11 @@ class Lifecycle:
 
     @staticmethod
     def _pending_dead(op: Operation) -> bool:
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         if op.host == socket.gethostname() and op.pid and not process_exists(op.pid):
             return True
-        age = (datetime.now(timezone.utc) - datetime.fromisoformat(op.started_at)).total_seconds()
+        age = (datetime.now(UTC) - datetime.fromisoformat(op.started_at)).total_seconds()
         return age > PENDING_STALE_S
 
     def _close_interrupted(self, state: ModelState, token: str | None) -> ModelState:
