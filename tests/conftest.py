@@ -178,3 +178,47 @@ def s3_env(s3_server, monkeypatch):
     for key, value in s3_server.items():
         monkeypatch.setenv(key, value)
     return s3_server
+
+
+@pytest.fixture(scope="session")
+def prometheus(triton, tmp_path_factory):
+    """A real Prometheus (Debian's) scraping the session's Triton every second."""
+    import shutil
+
+    import yaml
+
+    from controlplane.errors import MlctlError
+    from controlplane.observe.metrics import artifacts
+    from controlplane.observe.metrics.report import PrometheusSource
+
+    PROMETHEUS = shutil.which("prometheus")
+    if PROMETHEUS is None:
+        pytest.fail("prometheus is not installed: run scripts/test.sh, which installs Debian's package")
+    work = tmp_path_factory.mktemp("prometheus")
+    config = artifacts.prometheus_config([f"127.0.0.1:{triton.metrics_port}"], [], [str(TESTS.parents[1] / "deploy/prometheus/rules/mlctl-alerts.yml")], "1s")
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = open(work / "prometheus.log", "wb")
+    proc = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        source = PrometheusSource(url)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if source.scalar('up{job="triton"}') == 1:
+                    break
+            except MlctlError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"prometheus did not scrape Triton; see {work / 'prometheus.log'}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()

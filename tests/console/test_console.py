@@ -22,7 +22,7 @@ from console_fleet import (
     start_console,
     stop_console,
 )
-from support import free_port, run_mlctl
+from support import free_port, run_mlctl, wait_until
 
 from controlplane.model import config as model_config
 from controlplane.model.config import VersionPolicy
@@ -252,3 +252,27 @@ def test_a_canary_shows_with_its_weight_and_is_aborted_from_the_page(fleet, cons
     assert any(e["action"] == "canary-abort" and "abort from the console test" in json.dumps(e) for e in entries[-2:])
     browser.get(f"{console}/models/{MODEL}")
     assert 'id="abort-form"' not in browser.page_source  # no running canary: nothing to abort
+
+
+def test_serving_figures_come_from_a_real_prometheus(triton, session_repo, prometheus):
+    import numpy as np
+
+    from controlplane.triton.client import TritonClient
+
+    proc, url = start_console(session_repo.uri, None, "--prometheus-url", prometheus, "--window", "2m")
+    try:
+        with TritonClient(triton.grpc_url) as client:
+            for _ in range(40):
+                client.infer("mlp", {"x": np.ones((1, 8), np.float32)}, version="1")
+
+        def figures_shown() -> bool:
+            html = get(f"{url}/models/mlp/panels/serving")[1]
+            row = re.search(r'<tr data-version="1">(.*?)</tr>', html, re.S)
+            cells = re.findall(r"<td>([^<]*)</td>", row.group(1)) if row else []
+            return len(cells) >= 2 and re.fullmatch(r"[\d.,]+", cells[1].strip()) is not None  # requests/s, not a dash
+
+        wait_until(figures_shown, 60, "the console's serving panel showing Prometheus figures for mlp v1")
+        html = get(f"{url}/models/mlp/panels/serving")[1]
+        assert f"Prometheus at {prometheus}" in html and 'id="serving-table"' in html
+    finally:
+        stop_console(proc)

@@ -94,40 +94,6 @@ def test_promtool_accepts_config_and_rules(tmp_path):
 
 # --- against real servers ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def prometheus(triton, tmp_path_factory):
-    if PROMETHEUS is None:
-        pytest.fail("prometheus is not installed: run scripts/test.sh, which installs Debian's package")
-    work = tmp_path_factory.mktemp("prometheus")
-    config = artifacts.prometheus_config([f"127.0.0.1:{triton.metrics_port}"], [], [str(ROOT / "deploy/prometheus/rules/mlctl-alerts.yml")], "1s")
-    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = open(work / "prometheus.log", "wb")
-    proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        source = PrometheusSource(url)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if source.scalar('up{job="triton"}') == 1:
-                    break
-            except MlctlError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"prometheus did not scrape Triton; see {work / 'prometheus.log'}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
-
-
 def send(url: str, model: str, good: int, bad: int, concurrency: int) -> None:
     """`good` valid requests and `bad` ones whose token ids lie outside the vocabulary: Triton accepts their
     shapes and dtypes, the model itself fails on them (a backend failure)."""
