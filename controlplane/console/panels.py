@@ -12,8 +12,6 @@ from controlplane.errors import MlctlError, NotFoundError
 # the figures a model page shows per version, in this order (definitions.py holds their PromQL)
 SERVING_FIGURES = ("requests_per_s", "error_rate", "failures", "p50_request_ms", "p99_request_ms", "p50_compute_ms",
                    "p99_compute_ms", "avg_queue_ms")
-# the estimated accuracy (issue 17) is shown once the monitor report carries it
-ESTIMATED_ACCURACY = "estimated_accuracy"
 
 
 @dataclass
@@ -84,7 +82,9 @@ def quality(settings: ConsoleSettings, model: str) -> Panel:
             "coverage": body["coverage"],
             "accuracy": (body.get("quality") or {}).get("accuracy"),
             "reference_accuracy": body.get("reference_accuracy"),
-            "estimated_accuracy": body.get(ESTIMATED_ACCURACY),
+            "estimated_accuracy": (body.get("estimated") or {}).get("accuracy"),
+            "estimated_band": (body.get("estimated") or {}).get("band"),
+            "estimated_not_made": (body.get("estimated") or {}).get("not_made") or "no scores to calibrate on",
             "drifted_features": None if not drift or drift.get("not_made") else len(drift.get("drifted", [])),
             "data_drift_not_made": drift.get("not_made") if drift else "no reference sample",
             "prediction_drift": (body.get("prediction_drift") or {}).get("drifted"),

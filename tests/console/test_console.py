@@ -276,3 +276,37 @@ def test_serving_figures_come_from_a_real_prometheus(triton, session_repo, prome
         assert f"Prometheus at {prometheus}" in html and 'id="serving-table"' in html
     finally:
         stop_console(proc)
+
+
+def test_the_quality_panel_shows_the_monitor_report_of_a_real_log(session_repo, digits_split, tmp_path):
+    from datetime import datetime, timezone
+
+    import numpy as np
+
+    from controlplane.feedback.predlog import PredictionLog
+    from controlplane.store import open_store
+
+    x, y = digits_split["stream"]
+    reference = session_repo.reference_arrays("classifier", 1)
+    assert reference is not None and "outputs" in reference  # the classifier was published with its scores
+    log = PredictionLog(open_store(str(tmp_path / "log")), flush_rows=100)
+    now = datetime.now(timezone.utc)
+    scores = np.eye(10)[y] * 0.8 + 0.02  # confident and right: a stand-in for the served scores
+    for i in range(200):
+        log.predictions("classifier").append({"prediction_id": f"c-{i}", "time": now, "model": "classifier", "version": "1",
+                                              "features": x[i].astype(float).tolist(), "outputs": scores[i].tolist(),
+                                              "predicted": int(y[i]), "latency_ms": 1.0, "status": "ok"})
+        if i < 120:
+            log.feedback.append({"prediction_id": f"c-{i}", "time": now, "label": int(y[i])})
+    log.close()
+    proc, url = start_console(session_repo.uri, None, "--log", str(tmp_path / "log"), "--window", "1h")
+    try:
+        status, html = get(f"{url}/models/classifier/panels/quality")
+    finally:
+        stop_console(proc)
+    assert status == 200 and 'id="quality-table"' in html, html[-2000:]
+    row = re.search(r'<tr data-version="1">(.*?)</tr>', html, re.S).group(1)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+    assert cells[1] == "200" and cells[2] == "120"  # predictions, labelled
+    assert cells[4].startswith("1.0")  # realised accuracy on the labelled 120
+    assert cells[6].startswith("~")  # estimated, marked as such
