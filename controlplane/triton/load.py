@@ -6,6 +6,9 @@ every answer. The gate, the switch drills, the tests and every benchmark use it.
   while control actions happen (a version switch under load).
 - `run_async(make_caller, concurrency, seconds)`: asyncio workers with an async caller (tritonclient's aio
   clients, aiohttp): high concurrency from one process, as the benchmarks need.
+- `run_open_loop(make_caller, rate_per_s, seconds)`: open loop, requests sent on a fixed schedule whatever the
+  answers; a request's latency counts from its scheduled time, so a saturated target shows its queue (no
+  coordinated omission) instead of slowing the load down.
 
 A caller returns the version that answered ("" when unknown) or raises; a raised error is a failed request,
 recorded with its message, never a crash of the load. Each Record keeps when the request started and
@@ -129,6 +132,40 @@ async def run_async(make_caller: Callable[[int], AsyncCaller], concurrency: int,
 
     started = time.monotonic()
     await asyncio.gather(*(worker(i, make_caller(i)) for i in range(concurrency)))
+    return LoadResult(tuple(sorted(records, key=lambda r: r.start)), time.monotonic() - started)
+
+
+def run_open_loop(make_caller: Callable[[int], Caller], rate_per_s: float, seconds: float, max_in_flight: int = 64,
+                  stop: threading.Event | None = None, protocol: str = "", replica: str = "") -> LoadResult:
+    """Requests at a fixed `rate_per_s` for `seconds`, on up to `max_in_flight` worker threads (each with its own
+    `make_caller(i)`). A request that waits for a free worker is late, and its wait counts in its latency."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if rate_per_s <= 0:
+        raise ValueError(f"an open-loop rate must be positive, not {rate_per_s}")
+    stop = stop or threading.Event()
+    local, lock, records = threading.local(), threading.Lock(), []
+    slots = iter(range(max_in_flight))
+
+    def send(scheduled: float) -> None:
+        if not hasattr(local, "call"):
+            with lock:
+                local.index = next(slots)
+            local.call = make_caller(local.index)
+        try:
+            record = _record(local.index, protocol, replica, scheduled, str(local.call() or ""))
+        except Exception as exc:  # a failed request is data for the load, recorded with its message
+            record = _record(local.index, protocol, replica, scheduled, error=str(exc) or type(exc).__name__)
+        with lock:
+            records.append(record)
+
+    interval, started = 1.0 / rate_per_s, time.monotonic()
+    with ThreadPoolExecutor(max_workers=max_in_flight) as pool:
+        for n in range(max(1, int(rate_per_s * seconds))):
+            scheduled = started + n * interval
+            if stop.wait(max(0.0, scheduled - time.monotonic())):
+                break
+            pool.submit(send, scheduled)
     return LoadResult(tuple(sorted(records, key=lambda r: r.start)), time.monotonic() - started)
 
 
