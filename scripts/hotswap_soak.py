@@ -19,49 +19,23 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from local_servers import triton_options
+from local_servers import channel_replicas, demo_load
 
 from controlplane.demo import digits as demo
 from controlplane.readiness import wait_until
 from controlplane.release.lifecycle import Lifecycle
 from controlplane.store import open_store
 from controlplane.store.repository import Repository
-from controlplane.triton.load import Endpoint, Load
-from controlplane.triton.server.local import LocalServers
+from controlplane.processes import group_members, rss_bytes
+from controlplane.triton.server.process import stub_pids
 from controlplane.triton.targets import Targets
 
 BEFORE_WINDOW_S = 8.0  # the neighbour's p99 before any switch: a measurement window, not a readiness wait
 
 
-def group_rss_bytes(leader: int, stubs_only: bool = False) -> int:
-    """RSS of every process in `leader`'s process group (the server leads its own session: it and its stubs)."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[2]) != leader or (stubs_only and int(entry.name) == leader):
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
-    return total
-
-
-def stub_count(leader: int) -> int:
-    count = 0
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and b"triton_python_backend_stub" in (entry / "cmdline").read_bytes() \
-                    and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == leader:
-                count += 1
-        except OSError:
-            continue
-    return count
+def group_rss(states, stubs_only: bool = False) -> int:
+    """RSS of each server and its stubs (its process group), or of its stubs only."""
+    return sum(rss_bytes(pid) for s in states for pid in (stub_pids(s.pid) if stubs_only else group_members(s.pid)))
 
 
 def gpu_memory_bytes(metrics_url: str) -> float | None:
@@ -88,26 +62,19 @@ def main() -> int:
     repo = Repository(open_store(str(work / "repo")))
     v1, v2 = demo.publish_demo_versions(repo, "digits", (0, 1), work / "exports")
     demo.publish_demo_versions(repo, "neighbour", (2,), work / "exports-n")
-    servers = LocalServers(work / "home")
-    states = []
-    try:
-        for i in range(2):
-            states.append(servers.start(triton_options(repo.uri, f"r{i}", channel="production")))
+    with channel_replicas(work / "home", repo.uri, 2) as states:
         targets = Targets({"production": tuple(s.grpc_url for s in states)})
         lifecycle = Lifecycle(repo, targets)
         lifecycle.promote("digits", v1, "production", "baseline", create_channel=True)
         lifecycle.promote("neighbour", 1, "production", "baseline", create_channel=True)
-        rows = np.random.default_rng(0).random((1, 64), dtype=np.float32)
-        endpoints = [Endpoint(s.grpc_url, s.http_url) for s in states]
-        load = Load("neighbour", lambda: {demo.INPUT_NAME: rows}, endpoints, clients=args.clients,
-                    protocols=("grpc",), max_seconds=args.max_seconds).start()
-        rss = lambda: sum(group_rss_bytes(s.pid) for s in states)
+        load = demo_load("neighbour", states, args.clients, args.max_seconds, protocols=("grpc",))
+        rss = lambda: group_rss(states)
         gpu = lambda: gpu_memory_bytes(states[0].metrics_url)
         before_start = time.monotonic()
         time.sleep(BEFORE_WINDOW_S)
         baseline, gpu_baseline = rss(), gpu()
-        stubs_at_baseline = [stub_count(s.pid) for s in states]
-        stubs_baseline = sum(group_rss_bytes(s.pid, stubs_only=True) for s in states)
+        stubs_at_baseline = [len(stub_pids(s.pid)) for s in states]
+        stubs_baseline = group_rss(states, stubs_only=True)
         samples, switch_s = [baseline], []
         switches_start = time.monotonic()
         deadline = switches_start + args.max_seconds
@@ -125,11 +92,11 @@ def main() -> int:
         # each replica is back to one stub per loaded model (as at the baseline), or after 60 s
         settled = True
         try:
-            wait_until(lambda: [stub_count(s.pid) for s in states] == stubs_at_baseline, 60, "old versions' stubs gone")
+            wait_until(lambda: [len(stub_pids(s.pid)) for s in states] == stubs_at_baseline, 60, "old versions' stubs gone")
         except TimeoutError:
             settled = False
         end = rss()
-        stubs_end = sum(group_rss_bytes(s.pid, stubs_only=True) for s in states)
+        stubs_end = group_rss(states, stubs_only=True)
         result = {
             "cycles": cycles, "switches": len(switch_s), "replicas": 2, "neighbour_clients": args.clients,
             "switch_s_median": round(float(np.median(switch_s)), 3) if switch_s else None,
@@ -145,9 +112,6 @@ def main() -> int:
         }
         before, during = result["neighbour_p99_before_ms"], result["neighbour_p99_during_ms"]
         result["neighbour_p99_ratio"] = round(during / before, 3) if before and during else None
-    finally:
-        for state in states:
-            servers.stop(state.name, grace_s=15)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

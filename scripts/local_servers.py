@@ -9,12 +9,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from controlplane.readiness import free_port, wait_for_port
 
 if TYPE_CHECKING:
+    from controlplane.triton.load import Load
     from controlplane.triton.server.local import ServerOptions
+    from controlplane.triton.server.state import ServerState
 
 MOTO = (
     "import sys; from werkzeug.serving import run_simple; "
@@ -29,6 +34,35 @@ def triton_options(repository: str, name: str, **options) -> ServerOptions:
 
     return ServerOptions(repository=repository, name=name, http_port=free_port(), grpc_port=free_port(),
                          metrics_port=free_port(), **options)
+
+
+@contextmanager
+def channel_replicas(home: Path, repository: str, count: int, channel: str = "production") -> Iterator[list[ServerState]]:
+    """`count` local replicas serving `channel` of `repository`, each ready; all stopped on the way out."""
+    from controlplane.triton.server.local import LocalServers
+
+    servers, states = LocalServers(home), []
+    try:
+        for i in range(count):
+            states.append(servers.start(triton_options(repository, f"r{i}", channel=channel)))
+        yield states
+    finally:
+        for state in states:
+            servers.stop(state.name, grace_s=15)
+
+
+def demo_load(model: str, states: list[ServerState], clients: int, max_seconds: float,
+              protocols: tuple[str, ...] = ("grpc", "http")) -> Load:
+    """A steady load of one fixed demo row on every replica (round-robin), started."""
+    import numpy as np
+
+    from controlplane.demo import digits as demo
+    from controlplane.triton.load import Endpoint, Load
+
+    rows = np.random.default_rng(0).random((1, 64), dtype=np.float32)
+    endpoints = [Endpoint(s.grpc_url, s.http_url) for s in states]
+    return Load(model, lambda: {demo.INPUT_NAME: rows}, endpoints, clients=clients, protocols=protocols,
+                max_seconds=max_seconds).start()
 
 
 def start_listening(command: list[str], port: int, what: str, timeout_s: float = 60, **popen) -> subprocess.Popen:

@@ -1,7 +1,7 @@
 """Promote/rollback cycles under load: N local replicas of one channel, clients over gRPC and HTTP.
 
 Reports failed requests, versions seen, answers from the old version after a switch completed, and the
-time per switch (median, max). Bounded: --cycles switches pairs and --max-seconds overall.
+time per switch and per replica (median, max). Bounded: --cycles switches pairs and --max-seconds overall.
 
 Usage: .venv/bin/python scripts/switch_load_test.py [--replicas 3] [--cycles 20] [--clients 8] [--json]
 """
@@ -21,11 +21,10 @@ from controlplane.demo import digits as demo
 from controlplane.release.lifecycle import Lifecycle
 from controlplane.store import open_store
 from controlplane.store.repository import Repository
-from controlplane.triton.load import Endpoint, Load, Switch, judge_switches
-from controlplane.triton.server.local import LocalServers
+from controlplane.triton.load import Switch, judge_switches
 from controlplane.triton.targets import Targets
 
-from local_servers import triton_options
+from local_servers import channel_replicas, demo_load
 
 # Measurement windows, not readiness (every replica is ready before the load starts):
 BEFORE_FIRST_SWITCH_S = 1.0  # answers from the baseline version before anything switches
@@ -45,19 +44,12 @@ def main() -> int:
     (work / "repo").mkdir()
     repo = Repository(open_store(str(work / "repo")))
     v1, v2 = demo.publish_demo_versions(repo, "digits", (0, 1), work / "exports")
-    servers = LocalServers(work / "home")
-    states = []
-    try:
-        for i in range(args.replicas):
-            states.append(servers.start(triton_options(repo.uri, f"r{i}", channel="production")))
-        targets = Targets({"production": tuple(s.grpc_url for s in states)})
-        lifecycle = Lifecycle(repo, targets)
+    with channel_replicas(work / "home", repo.uri, args.replicas) as states:
+        lifecycle = Lifecycle(repo, Targets({"production": tuple(s.grpc_url for s in states)}))
         lifecycle.promote("digits", v1, "production", "baseline")
-        rows = np.random.default_rng(0).random((1, 64), dtype=np.float32)
-        load = Load("digits", lambda: {demo.INPUT_NAME: rows}, [Endpoint(s.grpc_url, s.http_url) for s in states],
-                    clients=args.clients, max_seconds=args.max_seconds).start()
+        load = demo_load("digits", states, args.clients, args.max_seconds)
         time.sleep(BEFORE_FIRST_SWITCH_S)
-        switches = []
+        switches, per_replica = [], []
         deadline = time.monotonic() + args.max_seconds
         for _ in range(args.cycles):
             if time.monotonic() > deadline:
@@ -65,21 +57,21 @@ def main() -> int:
             for action, version in (("promote", v2), ("rollback", v1)):
                 t0 = time.monotonic()
                 if action == "promote":
-                    lifecycle.promote("digits", version, "production", "load test")
+                    report = lifecycle.promote("digits", version, "production", "load test")
                 else:
-                    lifecycle.rollback("digits", "production", reason="load test")
+                    report = lifecycle.rollback("digits", "production", reason="load test")
                 switches.append(Switch(str(version), t0, time.monotonic()))
+                per_replica += [r["seconds"] for r in report.replicas]
         time.sleep(AFTER_LAST_SWITCH_S)
         records = load.stop()
         verdict = judge_switches(records, switches, {str(v1), str(v2)})
         verdict["replicas"] = args.replicas
         verdict["clients"] = args.clients
+        verdict["per_replica_s_median"] = round(float(np.median(per_replica)), 3) if per_replica else None
+        verdict["per_replica_s_max"] = round(max(per_replica), 3) if per_replica else None
         verdict["history_entries"] = len(lifecycle.history("digits"))
         span = records[-1].end - records[0].start if records else 0
         verdict["requests_per_s"] = round(len(records) / span, 1) if span else None
-    finally:
-        for state in states:
-            servers.stop(state.name, grace_s=15)
     if args.json:
         print(json.dumps(verdict, indent=2))
     else:

@@ -139,6 +139,36 @@ def add_warmup(config) -> None:
             data.zero_data = True
 
 
+WARMUP_FOLDER = "warmup"  # <model>/warmup/: Triton reads a warm-up sample's input_data_file from there
+
+
+def reference_warmup_data(config, features) -> dict[str, bytes]:
+    """The first row of a reference sample as the raw bytes of the model's one input, when it fits exactly
+    (one input, fixed dims, the same number of values); {} otherwise (the warm-up stays random)."""
+    import numpy as np
+
+    if len(config.input) != 1 or len(features) == 0:
+        return {}
+    entry = config.input[0]
+    if any(d < 0 for d in entry.dims):
+        return {}
+    row = np.asarray(features[0]).reshape(-1)
+    if row.size != int(np.prod(list(entry.dims), dtype=np.int64)):
+        return {}
+    dtype = numpy_dtype_of_triton(_pb().DataType.Name(entry.data_type))
+    return {entry.name: np.ascontiguousarray(row.astype(dtype)).tobytes()}
+
+
+def use_warmup_files(config, files: dict[str, str]) -> None:
+    """Make mlctl's warm-up sample read these inputs from files under <model>/warmup/ (a version's reference row)."""
+    for warmup in config.model_warmup:
+        if warmup.name != WARMUP_NAME:
+            continue
+        for name, path in files.items():
+            if name in warmup.inputs:
+                warmup.inputs[name].input_data_file = path
+
+
 def apply_version_policy(config, policy: VersionPolicy) -> None:
     config.ClearField("version_policy")
     if policy.kind == "all":

@@ -247,11 +247,11 @@ class Lifecycle:
             return f"reverting failed on {'; '.join(problems)} (run 'mlctl reconcile')"
         return f"reverted {len(replicas)} replica(s)"
 
-    @staticmethod
-    def _channel_config(base, version: int):
+    def _channel_config(self, base, version: int):
         config = type(base)()
         config.CopyFrom(base)
         model_config.apply_version_policy(config, VersionPolicy("specific", (version,)))
+        model_config.use_warmup_files(config, self.repo.warmup_files(base.name, version))  # its reference row
         return config
 
     def _write_channel_config(self, model: str, channel: str, base, version: int) -> bool:

@@ -4,6 +4,7 @@
     <repo>/<model>/<version>/model.onnx|pt   immutable once published
     <repo>/<model>/<version>/manifest.json   sha256 of every file, provenance, parity, metadata
     <repo>/<model>/configs/<channel>.pbtxt   what a channel's replicas load (version_policy specific [v])
+    <repo>/<model>/warmup/<version>/<input>  the warm-up input from the version's reference sample (raw bytes)
     <repo>/.mlctl/                           mlctl's own state: staging, channels and history, canaries, claims (S3)
     <repo>/<model>.canary/                   a canary's companion (mlctl canary start), marked by CANARY_MARK: no model
 
@@ -32,6 +33,7 @@ from controlplane.store import Store
 
 CONFIG = "config.pbtxt"
 REFERENCE = "reference.npz"
+WARMUP_FILES = "warmup_files"  # manifest metadata: the version's warm-up inputs, from its reference sample
 MARKER = ".mlctl/repository.json"  # also makes an empty S3 prefix a folder tritonserver accepts
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _PUBLISH_ATTEMPTS = 5
@@ -187,6 +189,7 @@ class Repository:
         if reference is not None:
             metadata["evaluation"] = reference.evaluation
         config = model_config.build_config(name, model_format, bundle.signature, options)
+        warmup = self._reference_warmup(config, reference)
         with tempfile.TemporaryDirectory(prefix="mlctl-publish-") as tmp:
             for _ in range(_PUBLISH_ATTEMPTS):
                 exists = CONFIG in self.store.list_dir(name)
@@ -203,10 +206,18 @@ class Repository:
                 shutil.copyfile(source, version_dir / FILENAMES[model_format])
                 if reference is not None:
                     shutil.copyfile(reference.path, version_dir / REFERENCE)
-                manifest = self._manifest(name, version, model_format, bundle, version_dir, metadata)
+                files = {n: f"{version}/{n}" for n in warmup}  # under <model>/warmup/, named in the config at a switch
+                meta = {**metadata, WARMUP_FILES: files} if files else metadata
+                manifest = self._manifest(name, version, model_format, bundle, version_dir, meta)
                 (version_dir / MANIFEST).write_text(manifest.to_json())
+                for input_name, rel in files.items():  # before the version exists (its manifest), never after
+                    (tree / model_config.WARMUP_FOLDER / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (tree / model_config.WARMUP_FOLDER / rel).write_bytes(warmup[input_name])
                 try:
                     if exists:
+                        for rel in files.values():
+                            self.store.write_bytes(f"{name}/{model_config.WARMUP_FOLDER}/{rel}",
+                                                   (tree / model_config.WARMUP_FOLDER / rel).read_bytes())
                         self.store.put_tree(version_dir, f"{name}/{version}")
                     else:
                         (tree / CONFIG).write_text(model_config.to_pbtxt(config))
@@ -215,6 +226,19 @@ class Repository:
                 except ConflictError:
                     continue  # someone published at the same moment: take the next number
         raise ConflictError(f"could not publish {name!r}: {_PUBLISH_ATTEMPTS} concurrent publishers won the race")
+
+    @staticmethod
+    def _reference_warmup(config, reference) -> dict[str, bytes]:
+        """The warm-up input built from the reference sample's first row, when there is one and it fits the model."""
+        if reference is None:
+            return {}
+        with np.load(reference.path, allow_pickle=False) as data:
+            return model_config.reference_warmup_data(config, data["features"][:1])
+
+    def warmup_files(self, name: str, version: int) -> dict[str, str]:
+        """The version's warm-up inputs stored under <model>/warmup/ (input name -> path); {} when it warms up on
+        random inputs."""
+        return dict(self.manifest(name, version).metadata.get(WARMUP_FILES, {}))
 
     def _check_compatible(self, name: str, model_format: str, bundle: ExportBundle) -> None:
         config = self.config(name)

@@ -1,8 +1,8 @@
 """A repository under s3://bucket/prefix, through boto3 (endpoint and credentials from the usual AWS
 variables and config files, e.g. AWS_ENDPOINT_URL for an S3-compatible server).
 
-S3 has no rename, so a tree is written file by file with the manifest last, after the version number was
-claimed with a conditional create (If-None-Match: *). Compare-and-swap uses If-Match on the ETag.
+S3 has no rename: after the version number was claimed with a conditional create (If-None-Match: *), a tree is
+uploaded under a staging prefix, then copied into place inside S3 file by file with the manifest last. Compare-and-swap uses If-Match on the ETag.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from controlplane.errors import (
 from controlplane.store.base import Store
 
 CLAIMS = ".mlctl/claims"
+STAGING = ".mlctl/staging"  # a tree is uploaded here first, then copied into place
 LAST = "manifest.json"  # written last: a version exists once its manifest does
 
 
@@ -146,16 +147,37 @@ class S3Store(Store):
             return self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)["ETag"]
 
     def put_tree(self, local_dir: Path, key: str) -> None:
-        """Claim `key` with a conditional create, then upload; the manifest (if any) goes last."""
+        """Claim `key` with a conditional create, upload under the staging prefix, then copy into place inside
+        S3 (whole files, the manifest last). The long part (the upload) never touches `key`: a publish cut there
+        leaves nothing under it. On failure both are removed when the endpoint still answers."""
         if self.list_dir(key):
             raise ConflictError(f"{key} already exists in repository {self.uri}")
         self.write_if(f"{CLAIMS}/{key.strip('/')}", f"pid {os.getpid()}\n".encode(), None)  # ConflictError if taken
         files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
         files.sort(key=lambda p: p.name == LAST)
-        with self._errors("upload", key):
-            for path in files:
-                rel = path.relative_to(local_dir).as_posix()
-                self.client.upload_file(str(path), self.bucket, self._key(f"{key}/{rel}"))
+        staging = f"{STAGING}/{key.strip('/')}"
+        try:
+            with self._errors("upload", key):
+                for path in files:
+                    rel = path.relative_to(local_dir).as_posix()
+                    self.client.upload_file(str(path), self.bucket, self._key(f"{staging}/{rel}"))
+                for path in files:
+                    rel = path.relative_to(local_dir).as_posix()
+                    source = {"Bucket": self.bucket, "Key": self._key(f"{staging}/{rel}")}
+                    self.client.copy(source, self.bucket, self._key(f"{key}/{rel}"))
+        except BaseException:
+            self._discard(key, staging)
+            raise
+        self._discard(staging)
+
+    def _discard(self, *keys: str) -> None:
+        """Remove what a publish left; the error that stopped it is the one reported (a dead endpoint
+        keeps its staging files, which nothing serves)."""
+        for key in keys:
+            try:
+                self.delete_tree(key)
+            except MlctlError:
+                pass
 
     def claimed(self, key: str) -> list[str]:
         return self.list_dir(f"{CLAIMS}/{key.strip('/')}")

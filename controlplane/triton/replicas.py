@@ -63,10 +63,10 @@ class Replica:
         with self._errors("readiness check"):
             return self._client.is_server_ready(client_timeout=self.query_timeout_s)
 
-    def index(self) -> list[dict]:
+    def index(self, timeout_s: float | None = None) -> list[dict]:
         with self._errors("repository index"):
             return self._client.get_model_repository_index(headers=self._headers, as_json=True,
-                                                           client_timeout=self.timeout_s).get("models", [])
+                                                           client_timeout=timeout_s or self.timeout_s).get("models", [])
 
     def served(self, model: str) -> set[int]:
         """Versions of `model` this replica has READY."""
@@ -124,14 +124,10 @@ def open_replicas(urls: tuple[str, ...], control_key: str | None, timeout_s: flo
     unreachable = []
     try:
         for replica in replicas:
-            try:
-                if not replica.live():
-                    unreachable.append(replica.url)
-                    continue
+            try:  # one call shows both: the replica answers, and its model-repository API takes our key
+                replica.index(replica.query_timeout_s)
             except UnavailableError:
                 unreachable.append(replica.url)
-                continue
-            replica.index()  # the model-repository API: refused here when the key is missing or wrong
         if unreachable:
             raise UnavailableError(f"replica(s) {', '.join(unreachable)} not reachable; nothing was changed")
     except BaseException:

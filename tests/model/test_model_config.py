@@ -57,3 +57,17 @@ def test_version_policy_rejects(text):
 def test_invalid_pbtxt_is_a_clear_error():
     with pytest.raises(UsageError, match="not a valid Triton model config"):
         mc.parse_pbtxt("name: [", "repo/m/config.pbtxt")
+
+
+def test_reference_warmup_uses_the_first_row_only_when_it_fits_the_one_input():
+    import numpy as np
+
+    one = Signature(inputs=(TensorSpec("x", "float32", (2, 3)),), outputs=(TensorSpec("y", "float32", (2,)),), max_batch_size=8)
+    config = mc.build_config("m", "onnx", one, mc.ServingOptions())
+    rows = np.arange(12, dtype=np.float64).reshape(2, 6)
+    assert mc.reference_warmup_data(config, rows) == {"x": np.arange(6, dtype=np.float32).tobytes()}  # cast to the input's type
+    assert mc.reference_warmup_data(config, rows[:, :5]) == {}  # not the input's size: the warm-up stays random
+    two = Signature(inputs=(TensorSpec("a", "float32", (6,)), TensorSpec("b", "int64", (1,))), outputs=one.outputs, max_batch_size=8)
+    assert mc.reference_warmup_data(mc.build_config("m", "onnx", two, mc.ServingOptions()), rows) == {}
+    mc.use_warmup_files(config, {"x": "3/x"})
+    assert config.model_warmup[0].inputs["x"].input_data_file == "3/x" and not config.model_warmup[0].inputs["x"].random_data

@@ -227,9 +227,9 @@ def test_s3_killed_mid_publish_leaves_no_half_version_and_a_retry_publishes(tmp_
 
         worker = threading.Thread(target=publish)
         worker.start()
-        wait_until(lambda: "Contents" in s3.list_objects_v2(Bucket="models", Prefix="faults/mlp/2/model.onnx"), 30,
-                   "version 2's model file uploaded", poll_s=0.01)
-        proc.kill()  # mid-publish: the model is there, the reference is going up, the manifest not yet
+        wait_until(lambda: "Contents" in s3.list_objects_v2(Bucket="models", Prefix="faults/.mlctl/staging/mlp/2/model.onnx"),
+                   30, "version 2's model file uploaded", poll_s=0.01)
+        proc.kill()  # mid-publish: the model is up (staged), the reference is going up, the manifest not yet
         proc.wait(timeout=10)
         worker.join(timeout=120)
         assert outcome and isinstance(outcome[0], MlctlError), f"the publish should fail when S3 dies: {outcome}"
@@ -238,6 +238,7 @@ def test_s3_killed_mid_publish_leaves_no_half_version_and_a_retry_publishes(tmp_
 
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/recorder/replay-recording", method="POST"), timeout=120)
         assert repo.versions("mlp") == [1]  # the half version is not visible
+        assert "Contents" not in s3.list_objects_v2(Bucket="models", Prefix="faults/mlp/2/")  # not even a folder to Triton
         with pytest.raises(NotFoundError):
             repo.manifest("mlp", 2)
         retried = repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {})

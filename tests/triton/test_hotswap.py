@@ -12,6 +12,7 @@ import pytest
 from support import free_port
 
 from controlplane.model.config import ServingOptions
+from controlplane.quality.reference import ReferenceSample
 from controlplane.release.lifecycle import Lifecycle
 from controlplane.store import open_store
 from controlplane.store.repository import Repository
@@ -36,12 +37,14 @@ def counter(metrics_url: str, name: str, model: str) -> float:
     return sum(float(l.rsplit(" ", 1)[1]) for l in lines if l.startswith(name + "{") and f'model="{model}"' in l)
 
 
-@pytest.fixture
-def server(tmp_path, exports):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, exports):
+    tmp_path = tmp_path_factory.mktemp("hot")
     (tmp_path / "repo").mkdir()
     repo = Repository(open_store(str(tmp_path / "repo")))
-    for _ in range(2):
-        repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {})
+    repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {})
+    np.savez(tmp_path / "reference.npz", features=np.full((3, 8), 0.25, np.float32), predicted=np.zeros(3, np.int64))
+    repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {}, ReferenceSample.read(tmp_path / "reference.npz"))
     repo.publish(exports["mlp"], "cold", "onnx", ServingOptions(warmup=False), {})
     repo.publish(exports["mlp"], "bounded", "onnx", ServingOptions(max_queue_delay_us=50_000, max_queue_size=1), {})
     repo.publish(exports["multi"], "tokens", "onnx", ServingOptions(), {})  # integer inputs warm up on zeros
@@ -60,9 +63,13 @@ def test_generated_configs_load_without_auto_complete_and_warm_up_before_ready(s
     assert counter(state.metrics_url, "mlctl_execute_duration_seconds_count", "mlp") == 1
     assert counter(state.metrics_url, "mlctl_execute_duration_seconds_count", "tokens") == 1
     assert counter(state.metrics_url, "mlctl_execute_duration_seconds_count", "cold") == 0
-    # a switch ends only once the warmed version answers: the new version has run its warm-up by then
+    # a switch ends only once the warmed version answers: the new version has run its warm-up by then, on its
+    # reference sample's first row (Triton refuses the load when the file is missing or of the wrong size)
+    assert repo.warmup_files("mlp", 1) == {} and repo.warmup_files("mlp", 2) == {"x": "2/x"}
+    assert repo.store.read_bytes("mlp/warmup/2/x") == np.full(8, 0.25, np.float32).tobytes()
     report = Lifecycle(repo, Targets({"production": (state.grpc_url,)})).promote("mlp", 2, "production", create_channel=True)
     assert report.outcome == "succeeded"
+    assert 'input_data_file: "2/x"' in repo.store.read_bytes("mlp/configs/production.pbtxt").decode()
     assert counter(state.metrics_url, "mlctl_execute_duration_seconds_count", "mlp") >= 2
 
 

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from controlplane.processes import command_line, process_exists
+from controlplane.processes import command_line, group_members, process_exists
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -39,24 +39,23 @@ def pid_alive(pid: int | None) -> bool:
     return not cmdline or b"tritonserver" in cmdline
 
 
+STUB = b"triton_python_backend_stub"
+
+
+def stub_pids(server_pid: int) -> list[int]:
+    """The Python-backend stubs of a server (it led its own session, so they are in its process group)."""
+    return [pid for pid in group_members(server_pid) if STUB in command_line(pid)]
+
+
 def kill_orphaned_stubs(server_pid: int | None) -> None:
-    """SIGKILL Python-backend stubs left in a dead server's process group (it led its own session)."""
+    """SIGKILL Python-backend stubs left in a dead server's process group."""
     if not server_pid:
         return
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in stub_pids(server_pid):
         try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        pgid = int(stat.rsplit(")", 1)[1].split()[2])
-        if pgid == server_pid and b"triton_python_backend_stub" in cmdline:
-            try:
-                os.kill(int(entry.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def log_tail(path: str | Path, lines: int = 30) -> str:
