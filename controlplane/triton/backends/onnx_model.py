@@ -20,6 +20,11 @@ class OnnxModel(StandInModel):
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # Triton runs instances side by side (and several versions during a switch): one thread each, never
+        # spinning while idle, so a loading or idle instance takes no core from those serving
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
         self.providers = self.session.get_providers()
         # the ONNX exporter drops inputs the graph never reads; Triton still delivers them
