@@ -97,3 +97,54 @@ def test_rows_become_the_logs_columns_at_flush():
     assert [r["predicted"] for r in table] == [1, None, 0, None]  # no class for a non-finite score or no answer
     assert table[1]["features"] == [2.0, 3.0] and math.isnan(table[1]["outputs"][0])
     assert table[3]["features"] == [] and table[3]["outputs"] == [] and table[3]["status"] == "error"
+
+
+def served(signature_specs: tuple[str, ...], max_batch: int):
+    from controlplane.feedback.gateway.upstream import model_info
+    from controlplane.model import config as model_config
+    from controlplane.model.config import ServingOptions
+    from controlplane.model.signature import Signature, parse_tensor_spec
+
+    signature = Signature(tuple(parse_tensor_spec(s) for s in signature_specs), (parse_tensor_spec("probabilities:float32:3"),), max_batch)
+    return model_info(model_config.build_config("m", "onnx", signature, ServingOptions()))
+
+
+def test_the_quick_input_check_agrees_with_the_full_one():
+    from controlplane.errors import UsageError
+    from controlplane.feedback.gateway.forward import _fits, checked
+    from controlplane.model.tensor_io import check_inputs
+
+    info = served(("pixels:float32:4", "mask:int64:-1"), 8)
+    assert info.float_inputs == ("pixels",) and info.classes == 3
+    good = {"pixels": np.zeros((2, 4), np.float32), "mask": np.ones((2, 5), np.int64)}
+    cases = [good, {"mask": good["mask"], "pixels": good["pixels"]},  # another order: converted by the full check
+             {**good, "pixels": good["pixels"].astype(np.float64)}, {**good, "pixels": np.zeros((2, 5), np.float32)},
+             {**good, "mask": np.ones((3, 5), np.int64)}, {"pixels": good["pixels"]}, {**good, "extra": good["mask"]},
+             {"pixels": np.zeros((9, 4), np.float32), "mask": np.ones((9, 1), np.int64)},
+             {**good, "pixels": np.zeros((4, 2), np.float32).T}]
+    for arrays in cases:
+        try:
+            full = check_inputs(arrays, info.signature.inputs, info.signature.max_batch_size, "inputs")
+        except UsageError:
+            full = None
+        if _fits(info, arrays):  # only ever what the full check passes unchanged
+            assert full is not None and list(full) == list(arrays)
+            assert all(full[name] is arrays[name] or np.shares_memory(full[name], arrays[name]) for name in arrays)
+        if full is None:
+            with pytest.raises(HTTPException) as refused:
+                checked("m", info, arrays, 400)
+            assert refused.value.status_code == 400
+        else:
+            assert list(checked("m", info, arrays, 400)) == ["pixels", "mask"]
+    assert _fits(info, good) and not _fits(info, cases[1])
+
+
+def test_the_non_finite_check_names_the_row_and_lets_big_finite_values_through():
+    from controlplane.feedback.gateway.forward import checked
+
+    info = served(("x:float16:2",), 8)
+    big = np.full((3, 2), 60000, np.float16)  # finite, though their float16 sum would not be
+    assert checked("m", info, {"x": big}, 400)["x"] is big
+    big[2, 1] = np.nan
+    with pytest.raises(HTTPException, match="row 2 holds nan"):
+        checked("m", info, {"x": big}, 400)

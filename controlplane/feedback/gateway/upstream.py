@@ -8,11 +8,13 @@ import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
 from fastapi import HTTPException
 from tritonclient.utils import InferenceServerException
 
 from controlplane.defaults import GATEWAY_CONFIG_TTL_S, GATEWAY_RETRY_AFTER_S
 from controlplane.errors import MlctlError
+from controlplane.feedback.gateway.answer import classes_of
 from controlplane.feedback.gateway.config import GatewayConfig
 from controlplane.feedback.gateway.metrics import GatewayMetrics
 from controlplane.feedback.gateway.triton_http import TritonHTTP
@@ -32,13 +34,20 @@ _HTTP_STATUS = {Failure.NOT_FOUND: 404, Failure.UNREACHABLE: 503, Failure.BAD_RE
 class ModelInfo:
     signature: Signature  # as clients send and receive it
     allow_non_finite: bool
+    # worked out once per config read, not per request: (name, dtype) of each input in order, the floating ones
+    # (checked for NaN/Inf), the classifier's number of classes
+    inputs: tuple[tuple[str, np.dtype], ...] = ()
+    float_inputs: tuple[str, ...] = ()
+    classes: int | None = None
 
 
 def model_info(config) -> ModelInfo:
     """What the gateway needs from a Triton model config (pure)."""
     parameter = config.parameters.get(ALLOW_NON_FINITE)
     allowed = parameter is not None and parameter.string_value.strip().lower() == "true"
-    return ModelInfo(model_config.signature_of(config, api=True), allowed)
+    signature = model_config.signature_of(config, api=True)
+    inputs = tuple((spec.name, np.dtype(spec.dtype)) for spec in signature.inputs)
+    return ModelInfo(signature, allowed, inputs, tuple(name for name, dtype in inputs if dtype.kind == "f"), classes_of(signature))
 
 
 def _set_parameter(parameter, key: str, value) -> None:

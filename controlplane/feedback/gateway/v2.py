@@ -44,12 +44,20 @@ class InferRequest:
     parameters: dict = field(default_factory=dict)  # passed on to Triton
 
 
+_DTYPES: dict[str, np.dtype] = {}  # Triton's wire name -> numpy dtype, filled as met (a handful of names)
+
+
 def dtype_of(datatype: str) -> np.dtype:
+    dtype = _DTYPES.get(datatype)
+    if dtype is not None:
+        return dtype
     try:
-        return np.dtype(numpy_dtype_of_triton(f"TYPE_{datatype}"))
+        dtype = np.dtype(numpy_dtype_of_triton(f"TYPE_{datatype}"))
     except UsageError:
         raise HTTPException(400, f"datatype {datatype!r} is not supported by this gateway "
                                  "(BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, FP32, FP64)") from None
+    _DTYPES[datatype] = dtype
+    return dtype
 
 
 def parse_request(body: bytes, header_length: int | None) -> InferRequest:
