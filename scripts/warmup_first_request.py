@@ -1,8 +1,8 @@
 """The first request after a switch, with and without warm-up, and a server's start to ready.
 
-One local replica; `warm` and `cold` are the same two versions of the demo classifier, published with and without
-`model_warmup`. Each round switches both to the other version and times the first request right after the switch
-returns. Usage: .venv/bin/python scripts/warmup_first_request.py [--rounds 5] [--json]
+One local replica; `cold`, `random` and `reference` are the same two versions of the demo classifier, published
+without `model_warmup`, with a warm-up on random inputs, and with one on the version's reference sample. Each round
+switches each to the other version and times the first request right after the switch returns. Usage: .venv/bin/python scripts/warmup_first_request.py [--rounds 5] [--json]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from local_servers import triton_options
 
 from controlplane.demo import digits as demo
 from controlplane.model.config import ServingOptions
+from controlplane.quality.reference import ReferenceSample
 from controlplane.release.lifecycle import Lifecycle
 from controlplane.store import open_store
 from controlplane.store.repository import Repository
@@ -35,14 +36,18 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="mlctl-warmup-"))
     (work / "repo").mkdir()
     repo = Repository(open_store(str(work / "repo")))
-    demo.publish_demo_versions(repo, "warm", (0, 1), work / "e1", ServingOptions())
-    demo.publish_demo_versions(repo, "cold", (0, 1), work / "e2", ServingOptions(warmup=False))
+    features = np.random.default_rng(1).random((32, 64), dtype=np.float32)
+    np.savez(work / "reference.npz", features=features, predicted=np.zeros(32, np.int64))
+    demo.publish_demo_versions(repo, "cold", (0, 1), work / "e1", ServingOptions(warmup=False))
+    demo.publish_demo_versions(repo, "random", (0, 1), work / "e2", ServingOptions())
+    demo.publish_demo_versions(repo, "reference", (0, 1), work / "e3", ServingOptions(),
+                               ReferenceSample.read(work / "reference.npz"))
     servers = LocalServers(work / "home")
     t0 = time.monotonic()
     state = servers.start(triton_options(repo.uri, "w", channel="production"))
     start_to_ready_s = time.monotonic() - t0
     rows = {demo.INPUT_NAME: np.random.default_rng(0).random((1, 64), dtype=np.float32)}
-    first: dict[str, list[float]] = {"warm": [], "cold": []}
+    first: dict[str, list[float]] = {"cold": [], "random": [], "reference": []}
     try:
         lifecycle = Lifecycle(repo, Targets({"production": (state.grpc_url,)}))
         with TritonClient(state.grpc_url) as client:

@@ -73,7 +73,7 @@ def predict(model, x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(x)).argmax(1).numpy()
 
 
-def publish_demo_versions(repo, name: str, seeds: tuple[int, ...], workdir, options=None) -> list[int]:
+def publish_demo_versions(repo, name: str, seeds: tuple[int, ...], workdir, options=None, reference=None) -> list[int]:
     """Publish one untrained classifier per seed as consecutive versions of `name` (for drills and benchmarks)."""
     from pathlib import Path
 
@@ -97,5 +97,5 @@ def publish_demo_versions(repo, name: str, seeds: tuple[int, ...], workdir, opti
             ),
             model=build_classifier(),
         )
-        versions.append(repo.publish(bundle, name, "onnx", options or ServingOptions(), {"seed": seed}).version)
+        versions.append(repo.publish(bundle, name, "onnx", options or ServingOptions(), {"seed": seed}, reference).version)
     return versions
