@@ -7,8 +7,9 @@ The digits classifier, one row per request, closed loop, concurrency sweep. Path
   gateway v1 JSON                 aiohttp POSTs of the simple JSON route
 The gateway logs every prediction (Parquet). Each row reports throughput, p50/p99, and the CPU time per
 request of the gateway (all its processes) and of Triton (tritonserver plus its Python stubs), read from
-/proc/<pid>/stat around the run; the gateway rows add the p50 they add, the throughput they keep against direct
-gRPC at the same concurrency, and their CPU per request as a share of Triton's.
+/proc/<pid>/stat around the run, and of the load generator (this process: it shares the cores); the gateway
+rows add the p50 they add, the throughput they keep against direct gRPC at the same concurrency, and their
+CPU per request as a share of Triton's.
 
 Usage: .venv/bin/python scripts/bench/gateway.py [--seconds 4] [--concurrency 1,4,16,64] [--workers 1] [--upstream http]
                                                  [--paths binary,json,v1] [--source DIR] [--out bench-out]
@@ -89,8 +90,9 @@ async def measure(make, concurrency: int, seconds: float, pids: dict[str, int]) 
     try:
         await call()  # connect and warm up outside the measurement
         before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
-        started = time.monotonic()
+        started, client_cpu = time.monotonic(), time.process_time()
         result = await run_async(lambda _: call, concurrency, seconds)
+        client_cpu = time.process_time() - client_cpu
         after = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
     finally:
         await close()
@@ -100,6 +102,8 @@ async def measure(make, concurrency: int, seconds: float, pids: dict[str, int]) 
     row["wall_s"] = round(time.monotonic() - started, 2)
     for name in pids:
         row[f"{name}_cpu_ms_per_request"] = round((after[name] - before[name]) * 1000 / served, 4) if served else None
+    # the load generator shares the cores: its own cost per request bounds what the servers can be given
+    row["client_cpu_ms_per_request"] = round(client_cpu * 1000 / served, 4) if served else None
     return row
 
 
