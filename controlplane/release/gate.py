@@ -116,13 +116,17 @@ def evaluate(repo, model: str, version: int, channel: str, target: str, threshol
 
     manifest = repo.manifest(model, version)
     verdict = Verdict(model, version, channel, target)
-    problems = repo.verify(model, version)
+    pipeline = manifest.format == "ensemble"  # judged end to end: raw inputs in, the post step's answer out
+    problems = _integrity_problems(repo, model, version, pipeline)
     parity_ok = manifest.parity.get("passed") is not False
     verdict.gates.append(GateResult("integrity", not problems and parity_ok, None, None,
                                     "; ".join(problems) or ("parity passed" if parity_ok else "parity failed at export")))
 
-    signature = model_config.signature_of(repo.config(model), api=True)
+    signature = manifest.signature if pipeline else model_config.signature_of(repo.config(model), api=True)
     production, baseline, baseline_accuracy = _baseline(repo, model, version, production_channel)
+    if pipeline and holdout is None:
+        raise UsageError(f"gating pipeline {model!r} needs --holdout: its raw inputs (features) and expected answers (labels)",
+                         hint="a pipeline keeps no reference sample; save one with numpy.savez(path, features=..., labels=...)")
     features, labels, calibration = _held_out(repo, model, version, holdout, baseline, estimate_missing_labels)
     name = signature.inputs[0].name
     features = _shaped(features, signature.inputs[0])
@@ -140,12 +144,28 @@ def evaluate(repo, model: str, version: int, channel: str, target: str, threshol
 
             verdict.gates.append(estimated_gate(scores, calibration, version, floor, basis))
         else:
-            accuracy = float((np.argmax(scores, axis=1) == labels).mean())
+            accuracy = float((predicted_labels(scores) == labels.reshape(-1)).mean())
             verdict.gates.append(GateResult("accuracy", floor is None or accuracy >= floor, accuracy, floor,
                                             f"{len(labels)} held-out samples served by v{version}; floor: {basis}", basis="realised"))
         say(f"gate: load at concurrency {thresholds.concurrency} for {thresholds.load_seconds:g} s (p99, error rate)")
         verdict.gates.extend(_load_gates(client, model, version, {name: features[:1]}, thresholds))
     return verdict
+
+
+def predicted_labels(scores: np.ndarray) -> np.ndarray:
+    """The answer per row: an integer output of one value per row (a pipeline's post step, e.g. the digit) is the
+    label itself; scores (several columns) give their arg-max class (pure)."""
+    if np.issubdtype(scores.dtype, np.integer) and scores.reshape(len(scores), -1).shape[1] == 1:
+        return scores.reshape(-1)
+    return np.argmax(scores, axis=1)
+
+
+def _integrity_problems(repo, model: str, version: int, pipeline: bool) -> list[str]:
+    if not pipeline:
+        return repo.verify(model, version)
+    from controlplane.store.pipelines import verify_pipeline
+
+    return verify_pipeline(repo, model, version)  # the ensemble and every component against the pipeline's manifest
 
 
 def _load_gates(client, model: str, version: int, inputs: dict, thresholds: GateThresholds) -> list[GateResult]:

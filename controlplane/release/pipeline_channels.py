@@ -94,6 +94,29 @@ def reconcile_pipeline(lc: Lifecycle, name: str, state: ModelState, changes: lis
             errors.append(f"pipeline {name} channel {channel}: {exc}")
 
 
+def allow_versions(lc: Lifecycle, name: str, channel: str, versions: tuple[int, ...]) -> None:
+    """Every component of pipeline `name` allows `versions` in its channel config, loaded on the channel's replicas
+    (the first phase of a switch, held while a canary companion pins the candidate's components)."""
+    from controlplane.release.pipeline import _load_everywhere, _set_policies
+
+    components = sorted({c for v in versions for c in check_pipeline_version(lc.repo, name, v)})
+    _set_policies(lc.repo, components, tuple(sorted(versions)), channel)
+    replicas = open_replicas(lc.targets.replicas(channel), lc.control_key, lc.control_timeout_s)
+    try:
+        _load_everywhere(replicas, components, {})
+    finally:
+        _close(replicas)
+
+
+def converge(lc: Lifecycle, name: str) -> list[str]:
+    """The channels' configs and replicas of pipeline `name` back on each channel's version; the problems found."""
+    state, _ = lc.channels.load(name)
+    changes: list[dict] = []
+    errors: list[str] = []
+    reconcile_pipeline(lc, name, state, changes, errors)
+    return errors
+
+
 def remove_channel_configs(lc: Lifecycle, name: str, channel: str) -> None:
     """The components' configs/<channel>.pbtxt (the ensemble's own goes with the model's code path)."""
     for comp in {c for v in lc.repo.versions(name) for c in components_of(lc.repo, name, v)}:

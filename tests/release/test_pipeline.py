@@ -305,3 +305,90 @@ def test_cli_promotes_a_pipeline_on_a_channel_and_refuses_a_tampered_version(pip
     assert (root / ".mlctl" / "channels" / "pipe.json").read_bytes() == before
     history = run_mlctl("-r", str(root), "history", "pipe", "--channel", "staging", "--json")
     assert [(e["action"], e["to_version"]) for e in json.loads(history.stdout)["history"]] == [("promote", 2)]
+
+
+@pytest.fixture(scope="module")
+def qa(pipeline_repo, tmp_path_factory):
+    """One replica of channel `qa` serving pipeline v1, and a gateway in front of it reading the canary state."""
+    import signal
+
+    from support import start_gateway
+
+    from controlplane.release.lifecycle import Lifecycle
+    from controlplane.triton.targets import Targets
+
+    repo, _modules, _work = pipeline_repo
+    root = tmp_path_factory.mktemp("qa")
+    servers = LocalServers(root / "home")
+    state = servers.start(ServerOptions(repository=repo.uri, name="qa1", models=(), http_port=free_port(), grpc_port=free_port(),
+                                        metrics_port=free_port(), timeout_s=120, exit_timeout_s=5, channel="qa"))
+    lc = Lifecycle(repo, Targets({"qa": (state.grpc_url,)}, "test"))
+    gateway = None
+    try:
+        lc.promote("pipe", 1, "qa", reason="stable")
+        gateway, url = start_gateway(state, root / "log", "--flush-rows", "20", "--flush-seconds", "0.3",
+                                     env={"MLCTL_REPOSITORY": repo.uri})
+        yield {"lc": lc, "state": state, "url": url, "log": root / "log"}
+    finally:
+        if gateway is not None:
+            gateway.send_signal(signal.SIGTERM)
+            gateway.wait(timeout=30)
+        servers.stop("qa1", grace_s=10)
+
+
+def test_gate_judges_a_pipeline_end_to_end_from_its_raw_inputs(pipeline_repo, qa, tmp_path):
+    from controlplane.release.gate import GateThresholds, evaluate, predicted_labels
+
+    repo, modules, _work = pipeline_repo
+    raw = np.random.default_rng(0).integers(0, 256, (40, 8)).astype(np.uint8)
+    x = raw.astype(np.float32) / 255.0
+    x[:, 0] = 1.0  # what pre 1 does
+    with torch.no_grad():
+        labels = modules[1](torch.from_numpy(x)).numpy().argmax(axis=1)
+    thresholds = GateThresholds(min_accuracy=0.99, p99_ms=10_000.0, load_seconds=1.0, concurrency=2)
+    np.savez(tmp_path / "holdout.npz", features=raw, labels=labels)
+    verdict = evaluate(repo, "pipe", 1, "qa", qa["state"].grpc_url, thresholds, tmp_path / "holdout.npz")
+    gates = {g.gate: g for g in verdict.gates}
+    assert verdict.passed, verdict.to_dict()
+    assert gates["accuracy"].value == 1.0 and gates["error_rate"].value == 0.0
+    np.savez(tmp_path / "wrong.npz", features=raw, labels=(labels + 1) % 4)
+    wrong = evaluate(repo, "pipe", 1, "qa", qa["state"].grpc_url, thresholds, tmp_path / "wrong.npz")
+    assert not wrong.passed and {g.gate for g in wrong.gates if not g.passed} == {"accuracy"}
+    with pytest.raises(UsageError, match="needs --holdout"):
+        evaluate(repo, "pipe", 1, "qa", qa["state"].grpc_url, thresholds)
+    # a post step answering the label itself (one integer per row) is compared as it is; scores by their arg-max
+    assert predicted_labels(np.array([[7], [2]], np.int64)).tolist() == [7, 2]
+    assert predicted_labels(np.array([[0.1, 0.9], [0.8, 0.2]], np.float32)).tolist() == [1, 0]
+
+
+def test_canary_sends_a_weight_of_the_pipelines_traffic_to_the_candidate_pipeline(pipeline_repo, qa):
+    """The companion `pipe.canary` pins the candidate's components, loaded beside the stable's: through the gateway
+    at 50 % both pipelines answer, never a mix; abort unloads it and the components go back to the stable version."""
+    from support import ADMIN_KEY, call
+
+    from controlplane.release.canary import Canaries, CanaryPolicy
+
+    repo, modules, _work = pipeline_repo
+    classify = _stamp(modules)
+    canaries = Canaries(qa["lc"])
+    replica = Replica(qa["state"].grpc_url)
+    try:
+        state = canaries.start("pipe", 2, "qa", (50.0,), 0.0, CanaryPolicy())
+        assert state.stable == 1 and replica.served("pipe.canary") == {2} and replica.served("pipe.pre") == {1, 2}
+        time.sleep(1.5)  # the gateway re-reads the canary state every CANARY_STATE_TTL_S
+        seen = {}
+        for _ in range(40):
+            status, body = call(qa["url"], "/v1/models/pipe/predict", {"inputs": {"raw": RAW.tolist()}}, key=ADMIN_KEY)
+            assert status == 200, body
+            outputs = {k: np.array([v]) for k, v in body["predictions"][0]["outputs"].items()}
+            stamp = classify(outputs)
+            seen[(body["version"], stamp)] = seen.get((body["version"], stamp), 0) + 1
+        assert set(seen) == {("1", "111"), ("2", "222")}, seen  # each arm answers with its own pipeline, whole
+        assert abs(seen[("2", "222")] - 20) <= 1
+        ended = canaries.abort("pipe", "test over")
+        assert ended.status == "aborted" and not (repo.store.root / "pipe.canary").exists()
+        assert {m: replica.served(m) for m in ("pipe", "pipe.pre", "pipe.model", "pipe.post", "pipe.canary")} == {
+            "pipe": {1}, "pipe.pre": {1}, "pipe.model": {1}, "pipe.post": {1}, "pipe.canary": set()}
+        assert qa["lc"].status("pipe")["channels"]["qa"]["replicas"][0]["in_sync"]
+    finally:
+        replica.close()

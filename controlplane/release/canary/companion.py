@@ -4,6 +4,11 @@ Unversioned requests to `<model>` therefore keep reaching the stable version (th
 version of `<model>`). mlctl marks the folder it made (CANARY_MARK, written before anything else) and only ever
 replaces or deletes a folder that carries the mark: a published model of that name (from before the suffix was
 reserved) is refused, never touched, so no immutable version is lost.
+
+A pipeline's companion is an ensemble: the canary version's own ensemble config (pinning that version of every
+component), while the components on the channel's replicas allow both the stable and the canary versions. A request
+therefore runs through the stable pipeline or the canary's, never a mix. When the companion goes, the components
+converge again on the channel's version (release/pipeline_channels.py).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Callable
 
 from controlplane.errors import ConflictError, MlctlError, NotFoundError, UsageError
 from controlplane.release.canary.state import canary_model, now_iso
+from controlplane.release.pipeline import is_pipeline
 from controlplane.store.repository import CANARY_MARK, CANARY_SUFFIX, Repository
 
 
@@ -65,7 +71,8 @@ class Companions:
 
         self.check_free(model)
         name = canary_model(model)
-        config = self.repo.config(model)
+        pipeline = is_pipeline(self.repo, model)
+        config = self._pipeline_config(model, version, channel) if pipeline else self.repo.config(model)
         config.name = name
         model_config.apply_version_policy(config, model_config.VersionPolicy("specific", (version,)))
         self.store.delete_tree(name)  # a marked companion a previous canary left behind, or nothing
@@ -75,6 +82,17 @@ class Companions:
             self.store.write_bytes(f"{name}/{version}/{rel}", self.store.read_bytes(f"{model}/{version}/{rel}"))
         self.store.write_bytes(f"{name}/config.pbtxt", model_config.to_pbtxt(config).encode())
         self._load(name, version, channel, config)
+
+    def _pipeline_config(self, model: str, version: int, channel: str):
+        """The canary version's ensemble config, once the channel's replicas serve its components beside the stable's."""
+        from controlplane.model import config as model_config
+        from controlplane.release.pipeline_channels import allow_versions
+        from controlplane.store.pipelines import ENSEMBLE_FILE
+
+        stable = self.lifecycle.channels.load(model)[0].channels.get(channel)
+        allow_versions(self.lifecycle, model, channel, tuple(v for v in (stable, version) if v is not None))
+        text = self.store.read_bytes(f"{model}/{version}/{ENSEMBLE_FILE}").decode()
+        return model_config.parse_pbtxt(text, f"{self.repo.uri}/{model}/{version}/{ENSEMBLE_FILE}")
 
     def _load(self, name: str, version: int, channel: str, config) -> None:
         from controlplane.model import config as model_config
@@ -109,3 +127,8 @@ class Companions:
             except MlctlError as exc:
                 self.say(f"could not unload {name!r} from {url}: {exc}; it stops when that replica restarts")
         self.store.delete_tree(name)
+        if is_pipeline(self.repo, model):  # its components back to the channel's version only
+            from controlplane.release.pipeline_channels import converge
+
+            for problem in converge(self.lifecycle, model):
+                self.say(problem)
