@@ -83,3 +83,18 @@ GATEWAY_SHADOW_DRAIN_S = 10.0
 # A request Triton's queue policy rejected (queue full) is answered 429 with this Retry-After: a queue that is
 # full drains in well under a second at the stand-ins' rates, and whole seconds are all the header can say.
 GATEWAY_RETRY_AFTER_S = 1
+
+# --- perf and tune -----------------------------------------------------------------------------------
+# perf_analyzer's method: a load point is measured in windows of this length; it is stable when the last
+# PERF_STABLE_WINDOWS windows agree within PERF_STABILITY (throughput and p99, each against their mean); the
+# first PERF_WARMUP_WINDOWS are discarded (connections, first batches); a point that never settles is reported
+# unstable after PERF_MAX_WINDOWS.
+PERF_WINDOW_S = 1.0
+PERF_STABLE_WINDOWS = 3
+PERF_STABILITY = 0.10
+PERF_WARMUP_WINDOWS = 1
+PERF_MAX_WINDOWS = 8
+# tune: a coordinate pass that improves the best throughput under the budget by less than this share is a
+# stall (the search stops); a concurrency step that adds less than TUNE_CONCURRENCY_GAIN ends a config's sweep.
+TUNE_STALL_GAIN = 0.03
+TUNE_CONCURRENCY_GAIN = 0.05

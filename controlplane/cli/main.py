@@ -18,9 +18,11 @@ from controlplane.cli import lifecycle as lifecycle_cli
 from controlplane.cli import metrics as metrics_cli
 from controlplane.cli import models as models_cli
 from controlplane.cli import monitor as monitor_cli
+from controlplane.cli import perf as perf_cli
 from controlplane.cli import pipeline as pipeline_cli
 from controlplane.cli import quickstart as quickstart_cli
 from controlplane.cli import server as server_cli
+from controlplane.cli import tune as tune_cli
 from controlplane.errors import MlctlError
 from controlplane.settings import Settings
 
@@ -75,6 +77,9 @@ app.add_typer(lifecycle_cli.channel_app, name="channel")
 app.command("export")(export_cli.export)
 app.command("publish")(export_cli.publish)
 app.command("infer")(infer_cli.infer)
+app.command("perf")(perf_cli.perf)
+app.command("tune")(tune_cli.tune)
+app.add_typer(tune_cli.revision_app, name="config-revision")
 app.command("promote")(lifecycle_cli.promote)
 app.command("rollback")(lifecycle_cli.rollback)
 app.command("status")(lifecycle_cli.status)

@@ -43,6 +43,7 @@ from controlplane.model import config as model_config
 from controlplane.model.config import VersionPolicy
 from controlplane.model.provenance import current_actor, utc_now
 from controlplane.processes import process_exists
+from controlplane.release.config_revisions import with_config_revision
 from controlplane.release.pipeline import is_pipeline
 from controlplane.store.channel_store import ChannelStore
 from controlplane.store.channels import (
@@ -171,7 +172,7 @@ class Lifecycle:
         if current == version and state.pending is None:
             self.say(f"{model}: channel {channel} already at version {version}")
             return SwitchReport(model, channel, action, current, version, "unchanged")
-        base = self.repo.config(model)
+        base = with_config_revision(self.repo, self.repo.config(model), channel)  # the channel's serving settings
         signature = model_config.signature_of(base, api=True)
         replicas = open_replicas(self.targets.replicas(channel), self.control_key, self.control_timeout_s)
         actor = current_actor()
@@ -325,7 +326,8 @@ class Lifecycle:
             base = self.repo.config(model)
             signature = model_config.signature_of(base, api=True)
             for channel, version in sorted(state.channels.items()):
-                if self._write_channel_config(model, channel, base, version):
+                channel_base = with_config_revision(self.repo, base, channel)
+                if self._write_channel_config(model, channel, channel_base, version):
                     changes.append({"model": model, "channel": channel, "what": f"config file set to version {version}"})
                 for url in self.targets.replicas(channel):
                     try:
@@ -334,7 +336,7 @@ class Lifecycle:
                             replica.wait_settled(model, self.settle_timeout_s)
                             served = replica.served(model)
                             if served != {version}:
-                                replica.load(model, model_config.to_json(self._channel_config(base, version)))
+                                replica.load(model, model_config.to_json(self._channel_config(channel_base, version)))
                                 replica.wait_serving(model, version, signature, self.settle_timeout_s)
                                 changes.append({"model": model, "channel": channel, "replica": url, "was": sorted(served), "now": version})
                         finally:

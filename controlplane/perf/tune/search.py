@@ -1,0 +1,111 @@
+"""Searches over the tune space, pure over an `evaluate(candidate) -> Evaluation` the caller provides:
+
+- `coordinate_search`: from a start, try every value of one dimension with the others fixed, keep the best,
+  move to the next dimension; passes repeat until one gains less than `stall_gain`. Each candidate is measured
+  once (a cache), so later passes cost only what is new.
+- `grid_search`: every candidate of the space: the reference a search is judged against.
+
+A candidate's score is its best throughput among load points that meet the latency budget with no errors
+(0 when none does, or when it is under the throughput floor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from controlplane.defaults import TUNE_STALL_GAIN
+from controlplane.perf.tune.space import Candidate, Space
+
+Progress = Callable[[str], None]
+
+
+class LoadPoint(Protocol):
+    level: float
+    requests_per_s: float
+    p99_ms: float | None
+    errors: int
+
+
+@dataclass(frozen=True)
+class Budget:
+    p99_ms: float
+    min_throughput: float = 0.0
+
+    def met_by(self, point: LoadPoint) -> bool:
+        return point.errors == 0 and point.p99_ms is not None and point.p99_ms <= self.p99_ms
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    candidate: Candidate
+    points: tuple[LoadPoint, ...]
+
+    def best_point(self, budget: Budget) -> LoadPoint | None:
+        meeting = [p for p in self.points if budget.met_by(p)]
+        return max(meeting, key=lambda p: p.requests_per_s) if meeting else None
+
+    def score(self, budget: Budget) -> float:
+        best = self.best_point(budget)
+        return best.requests_per_s if best is not None and best.requests_per_s >= budget.min_throughput else 0.0
+
+
+def coordinate_search(evaluate: Callable[[Candidate], Evaluation], space: Space, budget: Budget,
+                      stall_gain: float = TUNE_STALL_GAIN, max_passes: int = 3, progress: Progress | None = None) -> list[Evaluation]:
+    say = progress or (lambda _m: None)
+    done: dict[Candidate, Evaluation] = {}
+
+    def measured(candidate: Candidate) -> Evaluation:
+        if candidate not in done:
+            done[candidate] = evaluate(candidate)
+            say(f"{candidate.label()}: {done[candidate].score(budget):.1f} req/s under the budget")
+        return done[candidate]
+
+    current = measured(space.start())
+    for number in range(max_passes):
+        before = current.score(budget)
+        for dimension in Space.DIMENSIONS:
+            for candidate in space.along(current.candidate, dimension):
+                trial = measured(candidate)
+                if trial.score(budget) > current.score(budget):
+                    current = trial
+        gain = (current.score(budget) - before) / before if before > 0 else (1.0 if current.score(budget) > 0 else 0.0)
+        say(f"pass {number + 1}: best {current.score(budget):.1f} req/s ({current.candidate.label()})")
+        if gain < stall_gain:
+            break
+    return list(done.values())
+
+
+def grid_search(evaluate: Callable[[Candidate], Evaluation], space: Space, budget: Budget,
+                progress: Progress | None = None) -> list[Evaluation]:
+    say = progress or (lambda _m: None)
+    evaluations = []
+    for candidate in space.grid():
+        evaluations.append(evaluate(candidate))
+        say(f"{candidate.label()}: {evaluations[-1].score(budget):.1f} req/s under the budget")
+    return evaluations
+
+
+def best_of(evaluations: Sequence[Evaluation], budget: Budget) -> Evaluation | None:
+    scored = [e for e in evaluations if e.score(budget) > 0]
+    return max(scored, key=lambda e: e.score(budget)) if scored else None
+
+
+def closest(evaluations: Sequence[Evaluation], budget: Budget) -> tuple[Candidate, LoadPoint] | None:
+    """When nothing meets the budget: the error-free point nearest to it (lowest p99; under a throughput floor,
+    the highest throughput within the latency budget)."""
+    points = [(e.candidate, p) for e in evaluations for p in e.points if p.errors == 0 and p.p99_ms is not None]
+    within = [cp for cp in points if cp[1].p99_ms <= budget.p99_ms]
+    if within:
+        return max(within, key=lambda cp: cp[1].requests_per_s)
+    return min(points, key=lambda cp: cp[1].p99_ms) if points else None
+
+
+def pareto(evaluations: Sequence[Evaluation]) -> list[tuple[Candidate, LoadPoint]]:
+    """Error-free points no other point beats on both throughput and p99, by throughput."""
+    points = [(e.candidate, p) for e in evaluations for p in e.points if p.errors == 0 and p.p99_ms is not None]
+    front = [cp for cp in points
+             if not any(o[1].requests_per_s >= cp[1].requests_per_s and o[1].p99_ms <= cp[1].p99_ms
+                        and (o[1].requests_per_s, o[1].p99_ms) != (cp[1].requests_per_s, cp[1].p99_ms) for o in points)]
+    return sorted(front, key=lambda cp: cp[1].requests_per_s)
