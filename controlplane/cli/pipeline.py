@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json as jsonlib
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -22,19 +22,23 @@ def publish(
     name: Annotated[str, typer.Argument(help="Pipeline name (a Triton ensemble; its steps are NAME.pre, NAME.model, NAME.post).")],
     model: Annotated[str, typer.Option("--model", help="The published model the pipeline wraps.")],
     model_version: Annotated[int, typer.Option("--model-version", help="Its version, copied into the pipeline.")],
-    pre: Annotated[Optional[Path], typer.Option("--pre", help="Pre-processing step file (INPUTS, OUTPUTS, process).")] = None,
-    post: Annotated[Optional[Path], typer.Option("--post", help="Post-processing step file (INPUTS, OUTPUTS, process).")] = None,
-    metadata: Annotated[Optional[list[str]], typer.Option("--metadata", "-m", help="key=value to record in the manifest.")] = None,
+    pre: Annotated[Path | None, typer.Option("--pre", help="Pre-processing step file (INPUTS, OUTPUTS, process).")] = None,
+    post: Annotated[Path | None, typer.Option("--post", help="Post-processing step file (INPUTS, OUTPUTS, process).")] = None,
+    metadata: Annotated[list[str] | None, typer.Option("--metadata", "-m", help="key=value to record in the manifest.")] = None,
+    reference: Annotated[Path | None, typer.Option("--reference", help="Reference sample .npz of the pipeline's raw inputs: "
+                                                      "features, predicted (its answers), labels optional; for monitor and gate.")] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Publish the next immutable version of a pipeline, checked before anything is written."""
     from controlplane.cli.export import parse_metadata
+    from controlplane.quality.reference import ReferenceSample
     from controlplane.store import open_store
     from controlplane.store.pipelines import publish_pipeline
     from controlplane.store.repository import Repository
 
     repo = Repository(open_store(ctx.obj.repository))
-    manifest = publish_pipeline(repo, name, model, model_version, pre, post, parse_metadata(metadata or [], None))
+    sample = ReferenceSample.read(reference) if reference else None  # checked before anything is written
+    manifest = publish_pipeline(repo, name, model, model_version, pre, post, parse_metadata(metadata or [], None), sample)
     if json:
         emit_json(jsonlib.loads(manifest.to_json()))
     else:

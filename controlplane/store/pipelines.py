@@ -4,6 +4,7 @@
     <repo>/P.model/<v>/model.onnx|pt       a copy of the published model version's file, checked against its manifest
     <repo>/P.post/<v>/model.py, step.py    the post-processing step
     <repo>/P/<v>/ensemble.pbtxt            this version's ensemble config, pinning version v of every component
+    <repo>/P/<v>/reference.npz            optional: raw inputs, the pipeline's answers, labels (as a model's)
     <repo>/P/<v>/manifest.json             sha256 of every component file, the source model and its manifest
     <repo>/<component>/config.pbtxt        what a plain server start loads: version v everywhere
 
@@ -23,14 +24,21 @@ from controlplane.model import pipeline as pl
 from controlplane.model.config import FILENAMES, ServingOptions, VersionPolicy
 from controlplane.model.manifest import MANIFEST, Manifest, sha256_bytes, sha256_file
 from controlplane.model.provenance import current_actor, git_commit, utc_now
-from controlplane.store.repository import CONFIG, Repository, check_model_name
+from controlplane.store.repository import (
+    CONFIG,
+    REFERENCE,
+    Repository,
+    check_model_name,
+)
 
 ENSEMBLE_FILE = "ensemble.pbtxt"
 
 
 def publish_pipeline(repo: Repository, name: str, model: str, model_version: int, pre: Path | None, post: Path | None,
-                     metadata: dict | None = None) -> Manifest:
-    """Add the next version of pipeline `name`: pre -> `model` at `model_version` -> post."""
+                     metadata: dict | None = None, reference=None) -> Manifest:
+    """Add the next version of pipeline `name`: pre -> `model` at `model_version` -> post. A `reference` (a checked
+    quality.reference.ReferenceSample of the pipeline's raw inputs and answers) is kept as a model's is: the baseline
+    for `mlctl monitor` and the gate's held-out set when it has labels."""
     check_model_name(name)
     if pre is None and post is None:
         raise UsageError(f"pipeline {name!r} needs a --pre or a --post step (or both)")
@@ -60,6 +68,9 @@ def publish_pipeline(repo: Repository, name: str, model: str, model_version: int
         ensemble = pl.ensemble_config(name, signature, {r: (steps.get(r) or source.signature, version) for r in trees})
         version_dir = Path(tmp) / name / str(version)
         version_dir.mkdir(parents=True)
+        if reference is not None:
+            shutil.copyfile(reference.path, version_dir / REFERENCE)
+            metadata = {**(metadata or {}), "evaluation": reference.evaluation}
         (version_dir / ENSEMBLE_FILE).write_text(model_config.to_pbtxt(ensemble))
         manifest = Manifest(
             model=name, version=version, format="ensemble", files=_hashes(version_dir), signature=signature,

@@ -354,7 +354,7 @@ def test_gate_judges_a_pipeline_end_to_end_from_its_raw_inputs(pipeline_repo, qa
     np.savez(tmp_path / "wrong.npz", features=raw, labels=(labels + 1) % 4)
     wrong = evaluate(repo, "pipe", 1, "qa", qa["state"].grpc_url, thresholds, tmp_path / "wrong.npz")
     assert not wrong.passed and {g.gate for g in wrong.gates if not g.passed} == {"accuracy"}
-    with pytest.raises(UsageError, match="needs --holdout"):
+    with pytest.raises(UsageError, match="pass --holdout, or publish 'pipe' v1 with a labelled --reference"):
         evaluate(repo, "pipe", 1, "qa", qa["state"].grpc_url, thresholds)
     # a post step answering the label itself (one integer per row) is compared as it is; scores by their arg-max
     assert predicted_labels(np.array([[7], [2]], np.int64)).tolist() == [7, 2]
@@ -392,3 +392,66 @@ def test_canary_sends_a_weight_of_the_pipelines_traffic_to_the_candidate_pipelin
         assert qa["lc"].status("pipe")["channels"]["qa"]["replicas"][0]["in_sync"]
     finally:
         replica.close()
+
+
+def test_metrics_and_monitor_read_a_pipeline_like_a_model(pipeline_repo, qa):
+    """`mlctl metrics show pipe` from the ensemble's per-version figures; `mlctl monitor report pipe` from the
+    gateway's prediction log of the pipeline (its raw inputs and its post step's outputs)."""
+    from support import ADMIN_KEY, call, run_mlctl
+
+    repo, _modules, _work = pipeline_repo
+    stop = threading.Event()
+
+    def traffic():
+        while not stop.is_set():
+            call(qa["url"], "/v1/models/pipe/predict", {"inputs": {"raw": RAW.tolist()}}, key=ADMIN_KEY)
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        shown = run_mlctl("-r", repo.uri, "metrics", "show", "pipe", "--source", "direct", "--metrics-url",
+                          f"http://127.0.0.1:{qa['state'].metrics_port}/metrics", "--window", "2s", "--json")
+    finally:
+        stop.set()
+        sender.join(timeout=30)
+    assert shown.returncode == 0, shown.stderr
+
+    versions = {v["version"]: v["figures"] for v in json.loads(shown.stdout)["versions"]}
+    assert versions["1"]["success"] > 0 and versions["1"]["failures"] == 0 and versions["1"]["avg_request_ms"] > 0
+
+
+def test_a_pipelines_reference_feeds_monitor_and_gate(pipeline_repo, qa, tmp_path):
+    """Published with a reference of raw inputs, a pipeline is monitored against it (drift of the raw features,
+    the reference accuracy) and gated on its labels without --holdout."""
+    from support import ADMIN_KEY, call, run_mlctl
+
+    from controlplane.release.gate import GateThresholds, evaluate
+
+    repo, modules, work = pipeline_repo
+    raw = np.random.default_rng(1).integers(0, 256, (60, 8)).astype(np.uint8)
+    x = raw.astype(np.float32) / 255.0
+    x[:, 0] = 1.0
+    with torch.no_grad():
+        predicted = modules[1](torch.from_numpy(x)).numpy().argmax(axis=1)
+    np.savez(tmp_path / "reference.npz", features=raw, predicted=predicted, labels=predicted)
+    published = run_mlctl("-r", repo.uri, "pipeline", "publish", "refpipe", "--model", "lin", "--model-version", "1",
+                          "--pre", str(work / "pre1.py"), "--post", str(work / "post1.py"), "--reference",
+                          str(tmp_path / "reference.npz"), "--json")
+    assert published.returncode == 0, published.stderr
+    manifest = json.loads(published.stdout)
+    assert "reference.npz" in manifest["files"] and manifest["metadata"]["evaluation"]["accuracy"] == 1.0
+    qa["lc"].promote("refpipe", 1, "qa", reason="monitored")
+    time.sleep(1.5)  # the gateway learns the new model's config
+    for start in range(0, 32, 8):  # the model's max batch size
+        status, body = call(qa["url"], "/v1/models/refpipe/predict", {"inputs": {"raw": raw[start:start + 8].tolist()}},
+                            key=ADMIN_KEY)
+        assert status == 200 and len(body["predictions"]) == 8, body
+    time.sleep(1.0)  # the gateway flushes its log every 0.3 s
+    report = run_mlctl("-r", repo.uri, "monitor", "report", "refpipe", "--log", str(qa["log"]), "--window", "1h", "--json")
+    assert report.returncode == 0, report.stderr
+    v1 = json.loads(report.stdout)["versions"]["1"]
+    assert v1["predictions"] == 32 and v1["reference_accuracy"] == 1.0
+    assert v1["data_drift"].get("not_made") is None and len(v1["data_drift"]["features"]) == 8, v1["data_drift"]
+    thresholds = GateThresholds(min_accuracy=0.99, p99_ms=10_000.0, load_seconds=1.0, concurrency=2)
+    verdict = evaluate(repo, "refpipe", 1, "qa", qa["state"].grpc_url, thresholds)
+    assert verdict.passed and {g.gate: g.value for g in verdict.gates}["accuracy"] == 1.0, verdict.to_dict()
