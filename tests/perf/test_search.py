@@ -7,7 +7,15 @@ from dataclasses import dataclass
 import pytest
 
 from controlplane.errors import NotFoundError, UsageError
-from controlplane.perf.tune.search import Budget, Evaluation, best_of, closest, coordinate_search, grid_search, pareto
+from controlplane.perf.tune.search import (
+    Budget,
+    Evaluation,
+    best_of,
+    closest,
+    coordinate_search,
+    grid_search,
+    pareto,
+)
 from controlplane.perf.tune.space import Candidate, Space, apply_candidate, candidate_of
 from controlplane.perf.windows import WindowPolicy, is_stable
 from controlplane.release.config_revisions import RevisionState
@@ -62,7 +70,7 @@ def test_no_config_meets_the_budget_and_the_closest_is_shown():
     budget = Budget(p99_ms=0.5)
     evaluations = [surface(c) for c in Space(instances=(1,), max_batch_size=(8,)).grid()]
     assert best_of(evaluations, budget) is None
-    candidate, point = closest(evaluations, budget)
+    _, point = closest(evaluations, budget)
     assert point.p99_ms == min(p.p99_ms for e in evaluations for p in e.points)
     floor = Budget(p99_ms=100, min_throughput=10_000)  # met on latency, never on throughput
     assert best_of(evaluations, floor) is None and closest(evaluations, floor)[1].p99_ms <= 100

@@ -46,6 +46,12 @@ class Evaluation:
         meeting = [p for p in self.points if budget.met_by(p)]
         return max(meeting, key=lambda p: p.requests_per_s) if meeting else None
 
+    def rank(self, budget: Budget) -> tuple[float, float]:
+        """What a search compares: the score, then (between configs that score alike, e.g. none meets the
+        budget) the lower p99 at its lightest load."""
+        first = next((p.p99_ms for p in self.points if p.errors == 0 and p.p99_ms is not None), None)
+        return self.score(budget), -first if first is not None else float("-inf")
+
     def score(self, budget: Budget) -> float:
         best = self.best_point(budget)
         return best.requests_per_s if best is not None and best.requests_per_s >= budget.min_throughput else 0.0
@@ -68,7 +74,7 @@ def coordinate_search(evaluate: Callable[[Candidate], Evaluation], space: Space,
         for dimension in Space.DIMENSIONS:
             for candidate in space.along(current.candidate, dimension):
                 trial = measured(candidate)
-                if trial.score(budget) > current.score(budget):
+                if trial.rank(budget) > current.rank(budget):
                     current = trial
         gain = (current.score(budget) - before) / before if before > 0 else (1.0 if current.score(budget) > 0 else 0.0)
         say(f"pass {number + 1}: best {current.score(budget):.1f} req/s ({current.candidate.label()})")
