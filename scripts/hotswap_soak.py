@@ -22,11 +22,11 @@ import numpy as np
 from local_servers import channel_replicas, demo_load
 
 from controlplane.demo import digits as demo
+from controlplane.processes import group_members, rss_bytes
 from controlplane.readiness import wait_until
 from controlplane.release.lifecycle import Lifecycle
 from controlplane.store import open_store
 from controlplane.store.repository import Repository
-from controlplane.processes import group_members, rss_bytes
 from controlplane.triton.server.process import stub_pids
 from controlplane.triton.targets import Targets
 
@@ -44,8 +44,12 @@ def gpu_memory_bytes(metrics_url: str) -> float | None:
     return sum(float(l.rsplit(" ", 1)[1]) for l in lines) if lines else None
 
 
-def p99_ms(records, start: float, end: float) -> float | None:
-    latencies = [r.latency_s for r in records if start <= r.start < end and not r.error]
+def p99_ms(records, start: float, end: float, windows=None, inside: bool = True) -> float | None:
+    """p99 of the successful requests started in [start, end); with `windows`, only those inside (or outside) them."""
+    def kept(r) -> bool:
+        return windows is None or any(a <= r.start < b for a, b in windows) == inside
+
+    latencies = [r.latency_s for r in records if start <= r.start < end and not r.error and kept(r)]
     return round(float(np.percentile(latencies, 99)) * 1000, 2) if latencies else None
 
 
@@ -54,6 +58,10 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=100)
     parser.add_argument("--clients", type=int, default=4, help="neighbour clients (steady load)")
     parser.add_argument("--max-seconds", type=float, default=900)
+    parser.add_argument("--gap-s", type=float, default=0.0, help="a quiet pause after each switch: the neighbour's "
+                        "p99 in the pauses is a baseline interleaved with the switches (robust to a drifting machine)")
+    parser.add_argument("--server-arg", action="append", default=[], help="passed to tritonserver (repeatable), "
+                        "e.g. --server-arg=--model-load-thread-count=1")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -62,7 +70,7 @@ def main() -> int:
     repo = Repository(open_store(str(work / "repo")))
     v1, v2 = demo.publish_demo_versions(repo, "digits", (0, 1), work / "exports")
     demo.publish_demo_versions(repo, "neighbour", (2,), work / "exports-n")
-    with channel_replicas(work / "home", repo.uri, 2) as states:
+    with channel_replicas(work / "home", repo.uri, 2, server_args=tuple(args.server_arg)) as states:
         targets = Targets({"production": tuple(s.grpc_url for s in states)})
         lifecycle = Lifecycle(repo, targets)
         lifecycle.promote("digits", v1, "production", "baseline", create_channel=True)
@@ -75,7 +83,7 @@ def main() -> int:
         baseline, gpu_baseline = rss(), gpu()
         stubs_at_baseline = [len(stub_pids(s.pid)) for s in states]
         stubs_baseline = group_rss(states, stubs_only=True)
-        samples, switch_s = [baseline], []
+        samples, switch_s, windows = [baseline], [], []
         switches_start = time.monotonic()
         deadline = switches_start + args.max_seconds
         cycles = 0
@@ -84,6 +92,8 @@ def main() -> int:
                 t0 = time.monotonic()
                 lifecycle.promote("digits", version, "production", "soak")
                 switch_s.append(time.monotonic() - t0)
+                windows.append((t0, time.monotonic()))
+                time.sleep(args.gap_s)
             cycles += 1
             samples.append(rss())
         switches_end = time.monotonic()
@@ -112,6 +122,11 @@ def main() -> int:
         }
         before, during = result["neighbour_p99_before_ms"], result["neighbour_p99_during_ms"]
         result["neighbour_p99_ratio"] = round(during / before, 3) if before and during else None
+        if args.gap_s:
+            switching = p99_ms(records, switches_start, switches_end, windows, inside=True)
+            quiet = p99_ms(records, switches_start, switches_end, windows, inside=False)
+            result.update(neighbour_p99_switching_ms=switching, neighbour_p99_pauses_ms=quiet,
+                          neighbour_p99_ratio_interleaved=round(switching / quiet, 3) if switching and quiet else None)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -37,14 +37,16 @@ def triton_options(repository: str, name: str, **options) -> ServerOptions:
 
 
 @contextmanager
-def channel_replicas(home: Path, repository: str, count: int, channel: str = "production") -> Iterator[list[ServerState]]:
-    """`count` local replicas serving `channel` of `repository`, each ready; all stopped on the way out."""
+def channel_replicas(home: Path, repository: str, count: int, channel: str = "production",
+                     server_args: tuple[str, ...] = ()) -> Iterator[list[ServerState]]:
+    """`count` local replicas serving `channel` of `repository` (tritonserver given `server_args` too), each
+    ready; all stopped on the way out."""
     from controlplane.triton.server.local import LocalServers
 
     servers, states = LocalServers(home), []
     try:
         for i in range(count):
-            states.append(servers.start(triton_options(repository, f"r{i}", channel=channel)))
+            states.append(servers.start(triton_options(repository, f"r{i}", channel=channel, extra_args=server_args)))
         yield states
     finally:
         for state in states:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from local_servers import channel_replicas, demo_load
 
 from controlplane.demo import digits as demo
 from controlplane.release.lifecycle import Lifecycle
@@ -23,8 +24,6 @@ from controlplane.store import open_store
 from controlplane.store.repository import Repository
 from controlplane.triton.load import Switch, judge_switches
 from controlplane.triton.targets import Targets
-
-from local_servers import channel_replicas, demo_load
 
 # Measurement windows, not readiness (every replica is ready before the load starts):
 BEFORE_FIRST_SWITCH_S = 1.0  # answers from the baseline version before anything switches

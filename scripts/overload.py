@@ -1,0 +1,95 @@
+"""Overload that fails fast: a model with a queue policy, driven open-loop at twice its saturation rate.
+
+One local replica serves the demo classifier with `max_queue_size` set (Triton rejects beyond it at once). A
+closed loop of `--clients` (at most `max_queue_size`, so none is rejected) finds the saturation rate; an open loop then offers twice that for `--seconds`.
+Latencies count from each request's scheduled time (a late request's wait is in it). Reports the accepted
+requests' p99 against the budget and the rejects' latency against REJECT_FAST_MS.
+
+Usage: .venv/bin/python scripts/overload.py [--seconds 5] [--max-queue-size 4] [--budget-ms 50] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from local_servers import triton_options
+
+from controlplane.demo import digits as demo
+from controlplane.model.config import ServingOptions
+from controlplane.store import open_store
+from controlplane.store.repository import Repository
+from controlplane.triton.client import TritonClient
+from controlplane.triton.load import run_open_loop, run_threads
+from controlplane.triton.server.local import LocalServers
+
+REJECT_FAST_MS = 5.0  # the issue's goal: the excess is refused in under this
+QUEUE_FULL = "maximum queue size"  # Triton's message for a reject by the queue policy
+
+
+def ms(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)) * 1000, 2) if values else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of the open-loop run")
+    parser.add_argument("--saturation-seconds", type=float, default=3.0)
+    parser.add_argument("--clients", type=int, default=8, help="closed-loop clients that find the saturation rate")
+    parser.add_argument("--max-queue-size", type=int, default=4)
+    parser.add_argument("--budget-ms", type=float, default=50.0, help="p99 the accepted requests must stay within")
+    parser.add_argument("--in-flight", type=int, default=64, help="open-loop worker threads")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="mlctl-overload-"))
+    (work / "repo").mkdir()
+    repo = Repository(open_store(str(work / "repo")))
+    demo.publish_demo_versions(repo, "digits", (0,), work / "exports", ServingOptions(max_queue_size=args.max_queue_size))
+    servers = LocalServers(work / "home")
+    state = servers.start(triton_options(repo.uri, "overload", models=("digits",)))
+    rows = {demo.INPUT_NAME: np.random.default_rng(0).random((1, 64), dtype=np.float32)}
+    # every worker's client is made (and its channel opened) before any timing: only requests are measured
+    opened = [TritonClient(state.grpc_url, "grpc", timeout_s=30) for _ in range(max(args.in_flight, args.clients))]
+
+    def make_caller(index: int):
+        client = opened[index]
+        return lambda: client.infer("digits", rows).version
+
+    try:
+        # the saturation rate: a closed loop the queue never overflows (at most max_queue_size waiting), warmed first
+        concurrency = min(args.clients, args.max_queue_size)
+        run_threads(make_caller, concurrency, 1.0)
+        closed = run_threads(make_caller, concurrency, args.saturation_seconds)
+        saturation = closed.requests_per_s
+        offered = run_open_loop(make_caller, 2 * saturation, args.seconds, max_in_flight=args.in_flight)
+    finally:
+        for client in opened:
+            client.close()
+        servers.stop("overload", grace_s=10)
+    accepted = [r.latency_s for r in offered.records if not r.error]
+    rejected = [r.latency_s for r in offered.records if r.error and QUEUE_FULL in r.error.lower()]
+    other = [r.error for r in offered.records if r.error and QUEUE_FULL not in r.error.lower()]
+    result = {
+        "saturation_rps": round(saturation, 1), "saturation_p99_ms": ms(closed.latencies_s, 99),
+        "saturation_failures": closed.failures,
+        "offered_rps": round(2 * saturation, 1), "sent": len(offered.records),
+        "sent_rps": round(len(offered.records) / offered.elapsed_s, 1),
+        "max_queue_size": args.max_queue_size, "budget_ms": args.budget_ms,
+        "accepted": len(accepted), "accepted_p50_ms": ms(accepted, 50), "accepted_p99_ms": ms(accepted, 99),
+        "rejected": len(rejected), "rejected_p50_ms": ms(rejected, 50), "rejected_p99_ms": ms(rejected, 99),
+        "rejected_max_ms": round(max(rejected) * 1000, 2) if rejected else None,
+        "other_failures": len(other), "other_failure_examples": other[:3],
+    }
+    result["accepted_within_budget"] = result["accepted_p99_ms"] is not None and result["accepted_p99_ms"] <= args.budget_ms
+    result["rejected_fast"] = result["rejected_p99_ms"] is not None and result["rejected_p99_ms"] < REJECT_FAST_MS
+    print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k:24s} {v}" for k, v in result.items()))
+    return 0 if result["accepted_within_budget"] and result["rejected_fast"] and not other else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
