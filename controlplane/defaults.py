@@ -38,6 +38,10 @@ PCA_VARIANCE = 0.65  # components kept: this share of the reference's variance (
 # Embedding drift (output vectors): the share of components that drift, each by the test chosen by sample size.
 EMBEDDING_DRIFTED_SHARE = 0.2
 MMD_ALPHA = 0.01  # permutation test of the maximum mean discrepancy (RBF kernel, median heuristic)
+# The prediction log keeps a model's outputs after the first (an embedding) as float32, up to this many values
+# per row and output: 1,024 values are 4 KiB a row (a million rows: 4 GiB before compression); wider outputs are
+# not logged.
+LOG_OUTPUT_MAX_VALUES = 1024
 # The per-feature tests (PSI, KS / Wasserstein), the multivariate checks and the output-vector checks compare the
 # reference with an even sample of at most this many window rows (spread over the window's time): at 20,000 rows a
 # share (a PSI bin, a point of the KS CDF) is within +-0.7 points (95 %) and the normed Wasserstein distance within

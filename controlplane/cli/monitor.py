@@ -15,15 +15,20 @@ Window = Annotated[str, typer.Option(help="How far back, e.g. 1h, 30m, 7d.")]
 
 
 AllowEmpty = Annotated[bool, typer.Option("--allow-empty", help="No predictions in the window is an answer, not a failure.")]
+EmbeddingOutput = Annotated[str | None, typer.Option(
+    "--embedding-output", help="Watch drift of this output (one after the first, e.g. an embedding) instead of the first "
+                               "output's vectors; the reference needs its values as embedding_<name>.")]
 
 
-def _report(ctx: typer.Context, model: str, log: str, version: str | None, window: str, segment_feature: str | None = None) -> dict:
+def _report(ctx: typer.Context, model: str, log: str, version: str | None, window: str, segment_feature: str | None = None,
+            embedding_output: str | None = None) -> dict:
     from controlplane.observe.metrics.definitions import parse_window
     from controlplane.quality.monitor import MonitorOptions, load_report
     from controlplane.store import open_store
     from controlplane.store.repository import Repository
 
-    options = MonitorOptions(model=model, version=version, window_s=parse_window(window), segment_feature=segment_feature)
+    options = MonitorOptions(model=model, version=version, window_s=parse_window(window), segment_feature=segment_feature,
+                             embedding_output=embedding_output)
     return load_report(Repository(open_store(ctx.obj.repository)), open_store(log), options)
 
 
@@ -39,6 +44,7 @@ def report(
     allow_empty: AllowEmpty = False,
     segment_feature: Annotated[str | None, typer.Option(
         "--segment-feature", help="Also rank the worst slices by this input (f0, f1, ...).")] = None,
+    embedding_output: EmbeddingOutput = None,
 ) -> None:
     """Accuracy (realised and estimated without labels), per-class P/R/F1, data quality, per-feature,
     multivariate, output, prediction and concept drift, worst slices, feedback coverage and label delay.
@@ -46,7 +52,7 @@ def report(
     from controlplane.errors import NotFoundError
     from controlplane.quality.monitor import no_predictions
 
-    result = _report(ctx, model, log, version, window, segment_feature)
+    result = _report(ctx, model, log, version, window, segment_feature, embedding_output)
     empty = no_predictions(result)
     if empty and not allow_empty:
         raise NotFoundError(empty, hint="check the model, --version, --window and --log (is the gateway logging there?); "
@@ -100,6 +106,7 @@ def check(
     estimate_missing_labels: Annotated[bool, typer.Option(
         "--estimate-missing-labels", help="Judge --min-accuracy on the estimated accuracy while labels are too few (said so).")] = False,
     output_drift: Annotated[bool, typer.Option("--output-drift", help="Also check drift of the output vectors.")] = False,
+    embedding_output: EmbeddingOutput = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Exit 6 when a threshold is breached or a check could not be made (no data, too few labels, no
@@ -109,9 +116,9 @@ def check(
 
     thresholds = Thresholds(min_accuracy, max_drifted_features, min_coverage, max_quality_issues=max_quality_issues,
                             multivariate=multivariate, max_estimated_drop=max_estimated_drop,
-                            estimate_missing_labels=estimate_missing_labels, output_drift=output_drift)
+                            estimate_missing_labels=estimate_missing_labels, output_drift=output_drift or bool(embedding_output))
     allowed = Allowed(allow_empty, allow_missing_labels, allow_missing_reference)
-    result = evaluate(_report(ctx, model, log, version, window), thresholds, allowed)
+    result = evaluate(_report(ctx, model, log, version, window, embedding_output=embedding_output), thresholds, allowed)
     if json:
         emit_json(result.to_dict())
     else:

@@ -7,6 +7,10 @@ most the records not yet flushed (at most `flush_rows`, at most `flush_seconds` 
 
     <log>/predictions/model=<m>/<utc yyyymmddThhmmss>-<uuid>.parquet
     <log>/feedback/<utc yyyymmddThhmmss>-<uuid>.parquet
+
+Inputs and outputs are stored as float32 (list<float>): a model's tensors are float32 as a rule, the statistics
+need no more, and a million rows of 64 values read back in half the time of float64 (segments written as
+float64 still read).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 PREDICTION_SCHEMA = {
     "prediction_id": "string", "time": "timestamp[ms, tz=UTC]", "model": "string", "version": "string",
-    "features": "list<double>", "outputs": "list<double>", "predicted": "int64", "latency_ms": "double", "status": "string",
+    "features": "list<float>", "outputs": "list<float>",
+    "more_outputs": "map<string, list<float>>", "predicted": "int64", "latency_ms": "double", "status": "string",
 }
 FEEDBACK_SCHEMA = {"prediction_id": "string", "time": "timestamp[ms, tz=UTC]", "label": "int64"}
 
@@ -35,7 +40,9 @@ def _arrow_schema(spec: dict):
     import pyarrow as pa
 
     types = {"string": pa.string(), "timestamp[ms, tz=UTC]": pa.timestamp("ms", tz="UTC"), "list<double>": pa.list_(pa.float64()),
-             "int64": pa.int64(), "double": pa.float64()}
+             "list<float>": pa.list_(pa.float32()),
+             "int64": pa.int64(), "double": pa.float64(),
+             "map<string, list<float>>": pa.map_(pa.string(), pa.list_(pa.float32()))}
     return pa.schema([(name, types[kind]) for name, kind in spec.items()])
 
 
@@ -156,17 +163,30 @@ class PredictionLog:
             writer.close()
 
 
-def read_tables(store: Store, model: str):
-    """(predictions, feedback) of a model as Arrow tables (empty tables when nothing was logged)."""
+def read_tables(store: Store, model: str, outputs_by_name: bool = True):
+    """(predictions, feedback) of a model as Arrow tables (empty tables when nothing was logged); without the
+    outputs after the first (`more_outputs`) when `outputs_by_name` is False."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     def load(prefix: str, spec: dict):
         keys = [f"{prefix}/{k}" for k in store.list_files(prefix) if k.endswith(".parquet")]
-        tables = [pq.read_table(io.BytesIO(store.read_bytes(k))) for k in keys]
-        return pa.concat_tables(tables) if tables else _arrow_schema(spec).empty_table()
+        columns = None if outputs_by_name or spec is not PREDICTION_SCHEMA else [c for c in spec if c != "more_outputs"]
+        tables = [_read_segment(pq.ParquetFile(io.BytesIO(store.read_bytes(k))), columns) for k in keys]
+        # older segments: a column they lack (more_outputs) reads back null, their float64 lists widen the others
+        return pa.concat_tables(tables, promote_options="permissive") if tables else _arrow_schema(spec).empty_table()
 
-    return load(f"predictions/model={model}", PREDICTION_SCHEMA), load("feedback", FEEDBACK_SCHEMA)
+    predictions = load(f"predictions/model={model}", PREDICTION_SCHEMA)
+    if not outputs_by_name and "more_outputs" in predictions.column_names:
+        predictions = predictions.drop_columns(["more_outputs"])
+    return predictions, load("feedback", FEEDBACK_SCHEMA)
+
+
+def _read_segment(segment, columns: list[str] | None):
+    """A segment's table: `columns` among those it has (an older segment lacks the newer ones)."""
+    if columns is not None:
+        columns = [c for c in columns if c in segment.schema_arrow.names]
+    return segment.read(columns=columns)
 
 
 def find_predictions(store: Store, ids: set[str]) -> dict[str, tuple[str, int | None]]:

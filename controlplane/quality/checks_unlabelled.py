@@ -60,4 +60,4 @@ def output_drift(add, version: str, body: dict) -> None:
         add("output drift", version, NOT_MADE, (drift or {}).get("not_made") or "no output vectors", NO_REFERENCE)
         return
     votes = ", ".join(f"{m['method']}: {'drift' if m['drifted'] else 'ok'}" for m in drift["methods"] if not m["not_made"])
-    add("output drift", version, BREACHED if drift["drifted"] else PASSED, f"{drift['dimensions']}-dimensional outputs ({votes})")
+    add("output drift", version, BREACHED if drift["drifted"] else PASSED, f"{drift['dimensions']}-dimensional {drift.get('source', 'outputs')} ({votes})")

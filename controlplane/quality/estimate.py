@@ -1,5 +1,6 @@
 """Performance estimated without labels (CBPE, as NannyML does it): the model's scores are calibrated on the
-reference sample kept at publish (its `outputs` and `labels`), then each window's expected confusion matrix is
+reference sample kept at publish (its `outputs` and `labels`) — after a softmax when the scores are not
+probabilities (raw logits: a per-class map of one logit alone ignores the others, a softmax does not) — then each window's expected confusion matrix is
 the sum of the calibrated class probabilities of its predictions. Valid under covariate shift (the inputs move,
 P(label | input) does not); a concept shift is only seen once labels arrive, beside the estimate.
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 Z_95 = 1.96  # the band: +-1.96 standard errors of the estimate (the labels' Bernoulli noise given the scores)
+PROBABILITY_SUM_TOLERANCE = 1e-3  # float32 softmax rows sum to 1 within ~1e-6; logits almost never do
 MIN_CALIBRATION_ROWS = 50  # fewer labelled reference rows and the calibration is too thin to trust
 
 
@@ -22,13 +24,14 @@ class Calibrator:
     """One monotone map per class (one-vs-rest isotonic regression on the reference), rows renormalised."""
 
     knots: tuple[tuple[np.ndarray, np.ndarray], ...]  # (score thresholds, calibrated probability) per class
+    softmax: bool = False  # the scores are logits: a softmax first, then the maps
 
     @property
     def classes(self) -> int:
         return len(self.knots)
 
     def probabilities(self, outputs: np.ndarray) -> np.ndarray:
-        outputs = np.asarray(outputs, dtype=float)
+        outputs = softmax(outputs) if self.softmax else np.asarray(outputs, dtype=float)
         q = np.empty_like(outputs)
         for k, (x, y) in enumerate(self.knots):
             q[:, k] = np.interp(outputs[:, k], x, y)
@@ -53,15 +56,31 @@ def calibration_gap(reference, output_width: int | None = None) -> str | None:
     return None
 
 
-def fit_calibrator(outputs: np.ndarray, labels: np.ndarray) -> Calibrator:
+def are_probabilities(outputs: np.ndarray) -> bool:
+    """Rows of scores in [0, 1] that sum to 1 (a softmax's output), as opposed to logits."""
+    outputs = np.asarray(outputs, dtype=float)
+    return bool(len(outputs) and outputs.min() >= 0 and outputs.max() <= 1
+                and np.allclose(outputs.sum(axis=1), 1.0, atol=PROBABILITY_SUM_TOLERANCE))
+
+
+def softmax(outputs: np.ndarray) -> np.ndarray:
+    z = np.asarray(outputs, dtype=float)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def fit_calibrator(outputs: np.ndarray, labels: np.ndarray, logits: bool | None = None) -> Calibrator:
+    """Isotonic maps fitted on the reference; `logits` None: decided from the reference's scores."""
     from sklearn.isotonic import IsotonicRegression
 
-    outputs, labels = np.asarray(outputs, dtype=float), np.asarray(labels)
+    labels = np.asarray(labels)
+    logits = not are_probabilities(outputs) if logits is None else logits
+    outputs = softmax(outputs) if logits else np.asarray(outputs, dtype=float)
     knots = []
     for k in range(outputs.shape[1]):
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(outputs[:, k], (labels == k).astype(float))
         knots.append((np.asarray(iso.X_thresholds_, dtype=float), np.asarray(iso.y_thresholds_, dtype=float)))
-    return Calibrator(tuple(knots))
+    return Calibrator(tuple(knots), logits)
 
 
 def expected_confusion(q: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -100,8 +119,8 @@ def reference_check(calibrator: Calibrator, reference) -> dict:
     halves = (order[: n // 2], order[n // 2:])
     errors = []
     for fit, held in (halves, halves[::-1]):
-        half_cal = fit_calibrator(reference.outputs[fit], reference.labels[fit])
+        half_cal = fit_calibrator(reference.outputs[fit], reference.labels[fit], calibrator.softmax)
         est = estimate(half_cal.probabilities(reference.outputs[held]), reference.predicted[held])["accuracy"]
         errors.append(est - float(np.mean(reference.predicted[held] == reference.labels[held])))
-    return {"rows": n, "realised_accuracy": realised, "estimated_accuracy": estimate(q, reference.predicted)["accuracy"],
+    return {"rows": n, "scores": "logits (softmax first)" if calibrator.softmax else "probabilities", "realised_accuracy": realised, "estimated_accuracy": estimate(q, reference.predicted)["accuracy"],
             "two_fold_error": float(np.mean(np.abs(errors)))}

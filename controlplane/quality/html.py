@@ -123,7 +123,8 @@ def _drift(body: dict) -> str:
     if emb and not emb.get("not_made"):
         rows = [(m["drifted"], [m["method"], num(m.get("auroc") or m.get("share") or m.get("mmd")),
                                 num(m.get("threshold") or m.get("alpha")), "drift" if m["drifted"] else "ok"]) for m in emb["methods"]]
-        out.append(table(f"output-vector drift ({emb['dimensions']} dimensions; drift when most methods agree)",
+        title = "output-vector drift" if emb.get("source", "outputs") == "outputs" else f"embedding drift of {emb['source']}"
+        out.append(table(f"{title} ({emb['dimensions']} dimensions; drift when most methods agree)",
                          ["method", "value", "threshold / alpha", "verdict"], rows))
     pdrift = body.get("prediction_drift")
     if pdrift:

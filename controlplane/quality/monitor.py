@@ -41,6 +41,7 @@ class MonitorOptions:
     chi_alpha: float = PREDICTION_DRIFT_ALPHA
     now: datetime | None = None
     segment_feature: str | None = None  # "f<i>": also slice the window by this input
+    embedding_output: str | None = None  # an output after the first whose drift is watched (else the first's)
 
 
 JOIN_ALL = """
@@ -112,7 +113,7 @@ def version_report(c: dict, reference: Reference | None, options: MonitorOptions
                             "windows": windows, "judged": len(judged), "drifted": drifted,
                             "status": "not made" if not_made else ("drift" if drifted else "ok"), "not_made": not_made,
                             "lacks": lacks}
-    out.update(sections(c, reference, edges, options.segment_feature))
+    out.update(sections(c, reference, edges, options.segment_feature, options.embedding_output))
     return out
 
 
@@ -138,7 +139,7 @@ def _data_drift(features: np.ndarray | None, reference: Reference, options: Moni
 def build_report(predictions, feedback, references: dict[str, Reference | None], options: MonitorOptions) -> dict:
     now = options.now or datetime.now(UTC)
     since = now - timedelta(seconds=options.window_s)
-    columns = version_columns(predictions, feedback, options.model, since)
+    columns = version_columns(predictions, feedback, options.model, since, options.embedding_output)
     versions = sorted(columns, key=lambda v: int(v) if v.isdigit() else 0)
     if options.version:
         versions = [v for v in versions if v == options.version]
@@ -176,7 +177,7 @@ def load_report(repository, log, options: MonitorOptions) -> dict:
                             hint="pass the folder (or s3://bucket/prefix) the gateway writes with --log, as --log or MLCTL_PREDICTION_LOG")
     known = repository.versions(options.model)
     references = {str(v): load_reference(repository, options.model, v) for v in known}
-    predictions, feedback = read_tables(log, options.model)
+    predictions, feedback = read_tables(log, options.model, outputs_by_name=options.embedding_output is not None)
     logged = set(pc.unique(predictions["version"]).to_pylist())
     if options.version is not None and options.version not in references and options.version not in logged:
         listed = ", ".join(str(v) for v in known) or "none"

@@ -1,6 +1,7 @@
 """A version's reference sample: the drift and calibration baseline kept with it at publish.
 
-    reference.npz   features (N x F), predicted (N), optional labels (N) and outputs (N x K, the model's scores)
+    reference.npz   features (N x F), predicted (N), optional labels (N) and outputs (N x K, the model's scores),
+                    and embedding_<name> (N x D) for an output <name> after the first that embedding drift watches
 
 `ReferenceSample.read` checks a file and computes its evaluation before anything is published; the repository
 stores the file and the evaluation as it is given them (it knows nothing of quality); `load_reference` reads a
@@ -9,12 +10,14 @@ published version's sample back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from controlplane.errors import NotFoundError, UsageError
+
+EMBEDDING = "embedding_"  # reference.npz key prefix of an embedding output's values
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class Reference:
     labels: np.ndarray | None
     accuracy: float | None
     outputs: np.ndarray | None = None  # N x K: the model's scores, to calibrate the performance estimate
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # output name -> N x D (from embedding_<name>)
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,8 @@ def evaluate_reference(path: Path) -> dict:
     if missing:
         raise UsageError(f"reference {path} lacks {', '.join(missing)}", hint="it needs features (N x F) and predicted (N), labels optional")
     n = len(arrays["features"])
-    if any(len(arrays[k]) != n for k in ("predicted", "labels", "outputs") if k in arrays):
-        raise UsageError(f"reference {path}: features, predicted, labels and outputs must have the same length")
+    if any(len(arrays[k]) != n for k in arrays if k in ("predicted", "labels", "outputs") or k.startswith(EMBEDDING)):
+        raise UsageError(f"reference {path}: features, predicted, labels, outputs and {EMBEDDING}<name> arrays must have the same length")
     if "outputs" in arrays and (arrays["outputs"].ndim != 2 or not np.isfinite(arrays["outputs"]).all()):
         raise UsageError(f"reference {path}: outputs must be N x classes finite scores (the model's outputs for features)")
     evaluation: dict = {"samples": int(n)}
@@ -78,4 +82,5 @@ def load_reference(repository, name: str, version: int) -> Reference | None:
     outputs = arrays.get("outputs")
     return Reference(features.reshape(len(features), -1), arrays["predicted"], arrays.get("labels"),
                      repository.manifest(name, version).metadata.get("evaluation", {}).get("accuracy"),
-                     outputs.reshape(len(outputs), -1) if outputs is not None else None)
+                     outputs.reshape(len(outputs), -1) if outputs is not None else None,
+                     {k[len(EMBEDDING):]: v.reshape(len(v), -1).astype(float) for k, v in arrays.items() if k.startswith(EMBEDDING)})

@@ -41,6 +41,8 @@ def estimated_performance(c: dict, reference, edges: list[float]) -> tuple[dict,
     if gap:
         return {"method": method, "not_made": gap, "accuracy": None, "band": None, "classes": [], "windows": []}, None
     calibrator = fit_calibrator(reference.outputs, reference.labels)
+    if calibrator.softmax:
+        method = method.replace("scores calibrated", "scores (logits: softmax first) calibrated")
     q = calibrator.probabilities(outputs)
     predicted, labelled = c["predicted"], c["labelled"]
     correct = c["label"] == predicted
@@ -48,13 +50,13 @@ def estimated_performance(c: dict, reference, edges: list[float]) -> tuple[dict,
     p_right = np.where(predicted >= 0, q[rows, np.clip(predicted, 0, q.shape[1] - 1)], 0.0)
     overall = estimate(q, predicted)
     windows = []
-    for start, end in pairwise(edges):
-        mask = (c["time"] >= start) & (c["time"] < end)
-        part = estimate(q[mask], predicted[mask])
-        labels = int((mask & labelled).sum())
+    bounds = np.searchsorted(c["time"], edges, side="left")  # the window's rows are in time order: slices, no masks
+    for (start, end), (lo, hi) in zip(pairwise(edges), pairwise(bounds)):
+        part = estimate(q[lo:hi], predicted[lo:hi])
+        labels = int(labelled[lo:hi].sum())
         windows.append({"start": _iso(start), "end": _iso(end), "predictions": part["rows"], "estimated": part["accuracy"],
                         "band": part["band"], "labelled": labels,
-                        "realised": float(correct[mask & labelled].mean()) if labels else None})
+                        "realised": float(correct[lo:hi][labelled[lo:hi]].mean()) if labels else None})
     realised = float(correct[labelled].mean()) if labelled.any() else None
     return {"method": method, "not_made": None, **overall, "realised": realised, "labelled": int(labelled.sum()),
             "windows": windows, "calibration": reference_check(calibrator, reference)}, p_right
@@ -68,8 +70,31 @@ def multivariate(features: np.ndarray, reference) -> dict:
             "not_made": None if made else "; ".join(m["not_made"] for m in (pca, classifier))}
 
 
-def sections(c: dict, reference, edges: list[float], segment_feature: str | None) -> dict:
-    features, outputs = c["features"], c.get("outputs")
+def output_vectors(c: dict, reference, embedding: str | None) -> dict:
+    """Drift of the declared embedding output (`--embedding-output`), else of the first output's vectors."""
+    if embedding:
+        source = f"output {embedding!r}"
+        ref, cur = (reference.embeddings.get(embedding) if reference is not None else None), c.get("embedding")
+        if ref is None:
+            gap = f"the reference sample has no embedding_{embedding} array (the output's values for its features)"
+        elif cur is None:
+            gap = f"the logged predictions carry no output {embedding!r} on every row (the gateway logs the outputs after the first)"
+        else:
+            gap = None if cur.shape[1] == ref.shape[1] else f"the log's {embedding!r} has {cur.shape[1]} values, the reference's {ref.shape[1]}"
+    else:
+        source, ref, cur = "outputs", getattr(reference, "outputs", None), c.get("outputs")
+        gap = None if ref is not None and cur is not None and cur.shape[1] == ref.shape[1] else \
+            "the reference or the log has no output vectors of the same width"
+    if gap is None and not len(cur):
+        gap = "no predictions"
+    if gap:
+        return {"source": source, "drifted": False, "not_made": gap}
+    sample = cur[even_rows(len(cur), defaults.MONITOR_SAMPLE_ROWS)]
+    return {"source": source, **embedding_drift(ref, sample), "sampled": len(sample)}
+
+
+def sections(c: dict, reference, edges: list[float], segment_feature: str | None, embedding: str | None = None) -> dict:
+    features = c["features"]
     comparable = reference is not None and features is not None and features.shape[1] == reference.features.shape[1]
     no_reference = "the version has no reference sample (publish it with --reference)" if reference is None else \
         "the logged features do not fit the reference's"
@@ -83,12 +108,6 @@ def sections(c: dict, reference, edges: list[float], segment_feature: str | None
     else:
         out["data_quality"] = {"features": [], "flagged": [], "not_made": no_reference}
         out["multivariate_drift"] = {"drifted": False, "not_made": no_reference}
-    ref_outputs = getattr(reference, "outputs", None)
-    if ref_outputs is not None and outputs is not None and outputs.shape[1] == ref_outputs.shape[1] and len(outputs):
-        sample = outputs[even_rows(len(outputs), defaults.MONITOR_SAMPLE_ROWS)]
-        out["embedding_drift"] = {"source": "outputs", **embedding_drift(ref_outputs, sample), "sampled": len(sample)}
-    else:
-        out["embedding_drift"] = {"source": "outputs", "drifted": False,
-                                  "not_made": "the reference or the log has no output vectors of the same width"}
+    out["embedding_drift"] = output_vectors(c, reference, embedding)
     out["segments"] = worst_slices(c, p_right, segment_feature, reference.features if comparable else None)
     return out

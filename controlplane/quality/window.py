@@ -3,7 +3,7 @@
 DuckDB joins only the narrow columns (ids, times, versions, classes, labels) and returns each row's position
 in the predictions table; the wide list columns (features, outputs) are read straight from Arrow's buffers by
 those positions, never converted to Python lists, and are a view (no copy) when a version's rows lie in one
-run, as they do in a log written in time order. A million predictions of 64 features take about a second.
+run, as they do in a log written in time order, then copied once into a float64 matrix.
 """
 
 from __future__ import annotations
@@ -44,31 +44,74 @@ def joined_rows(predictions, feedback, model: str, since: datetime):
 
 
 def matrix(column, rows: np.ndarray) -> np.ndarray | None:
-    """The rows `rows` of a list<double> column as an n x width float array; None when they differ in length
-    (or one is null)."""
+    """The rows `rows` of a list<float> or list<double> column as an n x width array of its type; None when they
+    differ in length (or one is null). A view when the rows lie in one run of one chunk; else chunk by chunk
+    into one array, without combining the chunks first (one copy, not two)."""
     import pyarrow as pa
 
     if not len(rows):
         return None
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    starts = np.cumsum([0] + [len(c) for c in chunks])
+    which = np.searchsorted(starts, rows, side="right") - 1
+    if which.min() == which.max():  # all in one chunk
+        return _chunk_rows(chunks[which[0]], rows - starts[which[0]])
+    out, width = None, None
+    for k in np.unique(which):
+        mask = which == k
+        part = _chunk_rows(chunks[k], rows[mask] - starts[k])
+        if part is None or (width is not None and part.shape[1] != width):
+            return None
+        if out is None:
+            width = part.shape[1]
+            out = np.empty((len(rows), width), dtype=part.dtype)
+        out[mask] = part
+    return out
+
+
+def _chunk_rows(array, rows: np.ndarray) -> np.ndarray | None:
+    """Rows of one list array (a view of its values when they lie in one run), None when their lengths differ."""
     offsets = array.offsets.to_numpy()  # of this (possibly sliced) array, into array.values
     start, end = offsets[rows], offsets[rows + 1]
     width = int(end[0] - start[0])
     valid = array.is_valid().to_numpy(zero_copy_only=False)[rows] if array.null_count else True
     if not np.all(valid) or np.any(end - start != width):
         return None
-    values = array.values.to_numpy(zero_copy_only=False)
     if not width:
         return np.zeros((len(rows), 0))
+    values = array.values.to_numpy(zero_copy_only=False)
+    if values.dtype.kind != "f":
+        values = values.astype(float)
     first = int(start[0])
     if int(start[-1]) - first == width * (len(rows) - 1) and np.all(np.diff(start) == width):  # one run: a view
-        return np.asarray(values[first: first + width * len(rows)], dtype=float).reshape(len(rows), width)
-    return np.asarray(values, dtype=float)[start[:, None] + np.arange(width)]
+        return values[first: first + width * len(rows)].reshape(len(rows), width)
+    return values[start[:, None] + np.arange(width)]
 
 
-def version_columns(predictions, feedback, model: str, since: datetime) -> dict[str, dict]:
+def named_output(column, rows: np.ndarray, name: str) -> np.ndarray | None:
+    """The rows `rows` of output `name` from the map column `more_outputs` as an n x width float array; None when
+    a row lacks it (an older segment, a failed request, an output too wide to log) or the widths differ."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not len(rows):
+        return None
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not isinstance(array, pa.MapArray):
+        return None
+    offsets = array.offsets.to_numpy()  # into array.keys / array.items, as for a list column
+    hits = np.flatnonzero(pc.equal(array.keys, name).to_numpy(zero_copy_only=False))
+    entry = np.full(len(array), -1, dtype=np.int64)
+    entry[np.searchsorted(offsets, hits, side="right") - 1] = hits  # each hit's row (one entry per name and row)
+    entries = entry[rows]
+    if np.any(entries < 0):
+        return None
+    return matrix(array.items, entries)
+
+
+def version_columns(predictions, feedback, model: str, since: datetime, embedding: str | None = None) -> dict[str, dict]:
     """Per version (in the log's order of first appearance), its window as numpy arrays: time, features,
-    outputs, predicted, label, labelled, label_time."""
+    outputs, predicted, label, labelled, label_time, and `embedding`: the logged output of that name (or None)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -92,7 +135,9 @@ def version_columns(predictions, feedback, model: str, since: datetime) -> dict[
         out[version] = {"time": time[mask], "features": matrix(predictions["features"], rows),
                         "outputs": outputs if outputs is not None and outputs.shape[1] else None,
                         "predicted": predicted[mask], "label": label[mask], "labelled": labelled[mask],
-                        "label_time": label_time[mask]}
+                        "label_time": label_time[mask],
+                        "embedding": named_output(predictions["more_outputs"], rows, embedding)
+                        if embedding and "more_outputs" in predictions.column_names else None}
     return out
 
 

@@ -86,7 +86,7 @@ def main() -> int:
         write_log(store, n, rng)
         for run in range(args.runs):
             t0 = time.perf_counter()
-            predictions, feedback = read_tables(store, "digits")
+            predictions, feedback = read_tables(store, "digits", outputs_by_name=False)  # as `monitor report` reads it
             t1 = time.perf_counter()
             report = build_report(predictions, feedback, {"1": reference}, MonitorOptions(model="digits", window_s=3600, segment_feature="f0"))
             t2 = time.perf_counter()

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from support import (
     ADMIN_KEY,
@@ -15,6 +17,7 @@ from support import (
     free_port,
     run_mlctl,
     start_gateway,
+    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -155,3 +158,27 @@ def test_clean_shutdown_flushes_every_prediction(triton, tmp_path):
 def test_gateway_refuses_to_start_without_keys(triton):
     result = run_mlctl("gateway", "serve", "--port", str(free_port()), "--triton-url", triton.grpc_url)
     assert result.returncode == 2 and "needs at least one admin key" in result.stderr
+
+
+def test_every_output_of_a_two_output_model_is_logged(gateway):
+    """The first output is the log's `outputs`; the second (a scalar per row here) is kept by name in `more_outputs`,
+    as an embedding would be."""
+    from controlplane.feedback.predlog import read_tables
+    from controlplane.quality.window import named_output
+    from controlplane.store import open_store
+
+    inputs = {"tokens": [[1, 2, 3], [4, 5, 6]], "feats": [[0.1] * 5, [0.2] * 5], "mask": [[True, False], [True, True]]}
+    status, body = call(gateway["url"], "/v1/models/multi/predict", {"inputs": inputs})
+    assert status == 200, body
+    ids = [p["prediction_id"] for p in body["predictions"]]
+
+    def logged():
+        predictions = read_tables(open_store(str(gateway["log"])), "multi")[0]
+        return predictions.filter(pc.is_in(predictions["prediction_id"], pa.array(ids))) if predictions.num_rows else None
+
+    wait_until(lambda: logged() is not None and logged().num_rows == 2, 10, "the two rows in the prediction log")
+    table = logged()
+    order = np.array([ids.index(i) for i in table["prediction_id"].to_pylist()])
+    s = named_output(table["more_outputs"], np.arange(2), "s")[:, 0]
+    assert np.allclose(s, np.ravel([body["predictions"][i]["outputs"]["s"] for i in order]), atol=1e-5)
+    assert named_output(table["more_outputs"], np.arange(2), "h") is None  # the first output is `outputs`, not repeated

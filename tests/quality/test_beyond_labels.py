@@ -24,13 +24,16 @@ from controlplane.quality.reference import ReferenceSample
 @pytest.fixture(scope="module")
 def digits_case(tmp_path_factory, exports):
     """A deliberately weak digits MLP (3 epochs: accuracy ~0.89, so a shift has room to hurt), published with a
-    reference carrying its scores; the stream's answers logged as the gateway logs them. The shift selects the
-    40% of the stream the model is least sure of: a covariate shift (chosen on the inputs; P(label | input) kept)."""
+    reference carrying its scores and its hidden layer (an embedding); the stream's answers logged as the
+    gateway logs them: the scores as the first output, the hidden layer as a second output named `hidden`. The
+    shift selects the 40% of the stream the model is least sure of: a covariate shift (chosen on the inputs;
+    P(label | input) kept)."""
     import torch
     from sklearn.datasets import load_digits
 
     from controlplane.demo import digits as demo
     from controlplane.feedback.predlog import PredictionLog
+    from controlplane.feedback.predrows import prediction_rows
     from controlplane.model.config import ServingOptions
     from controlplane.store import open_store
     from controlplane.store.repository import Repository
@@ -41,8 +44,11 @@ def digits_case(tmp_path_factory, exports):
     train, ref, stream = np.split(np.random.default_rng(0).permutation(len(x)), [int(0.4 * len(x)), int(0.7 * len(x))])
     model = demo.train_classifier(demo.DigitsData(x[train], y[train], x[ref], y[ref]), seed=0, epochs=3)
     with torch.inference_mode():
+        ref_logits, logits = model.body(torch.from_numpy(x[ref])).numpy(), model.body(torch.from_numpy(x[stream])).numpy()
+        ref_hidden, hidden = model.body[:2](torch.from_numpy(x[ref])).numpy(), model.body[:2](torch.from_numpy(x[stream])).numpy()
         ref_scores, scores = model(torch.from_numpy(x[ref])).numpy(), model(torch.from_numpy(x[stream])).numpy()
-    np.savez(root / "ref.npz", features=x[ref], predicted=ref_scores.argmax(1), labels=y[ref], outputs=ref_scores)
+    np.savez(root / "ref.npz", features=x[ref], predicted=ref_scores.argmax(1), labels=y[ref], outputs=ref_scores,
+             embedding_hidden=ref_hidden)
     (root / "repo").mkdir()
     Repository(open_store(str(root / "repo"))).publish(exports["mlp"], "digits", "onnx", ServingOptions(), {}, ReferenceSample.read(root / "ref.npz"))
     hard = scores.max(1) <= np.quantile(scores.max(1), 0.4)
@@ -50,21 +56,26 @@ def digits_case(tmp_path_factory, exports):
     for name, rows in (("plain", np.arange(len(stream))), ("shifted", np.flatnonzero(hard))):
         log = PredictionLog(open_store(str(root / name)), flush_rows=500)
         now = datetime.now(UTC)
-        for i in rows:
-            log.predictions("digits").append({"prediction_id": f"{name}-{i}", "time": now, "model": "digits", "version": "1",
-                                              "features": x[stream][i].tolist(), "outputs": scores[i].tolist(),
-                                              "predicted": int(scores[i].argmax()), "latency_ms": 1.0, "status": "ok"})
-            log.feedback.append({"prediction_id": f"{name}-{i}", "time": now, "label": int(y[stream][i])})
+        for chunk in np.array_split(rows, max(1, len(rows) // 50)):  # requests of ~50 rows
+            ids = [f"{name}-{i}" for i in chunk]
+            log.predictions("digits").append(prediction_rows("digits", "1", ids, x[stream][chunk], scores[chunk], True, 1.0, "ok",
+                                                             {"hidden": hidden[chunk]}))
+            for i, prediction_id in zip(chunk, ids):
+                log.feedback.append({"prediction_id": prediction_id, "time": now, "label": int(y[stream][i])})
         log.close()
         logs[name] = str(root / name)
-    return {"repo": str(root / "repo"), "logs": logs, "root": root}
+    return {"repo": str(root / "repo"), "logs": logs, "root": root, "reports": {}, "hard": hard,
+            "reference": (ref_logits, y[ref]), "stream": (logits, y[stream])}
 
 
 def report(case, name: str) -> dict:
-    result = run_mlctl("-r", case["repo"], "monitor", "report", "digits", "--log", case["logs"][name], "--json",
-                       "--segment-feature", "f20")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)["versions"]["1"]
+    """The report of one log (run once per log, shared by the tests)."""
+    if name not in case["reports"]:
+        result = run_mlctl("-r", case["repo"], "monitor", "report", "digits", "--log", case["logs"][name], "--json",
+                           "--segment-feature", "f20", "--embedding-output", "hidden")
+        assert result.returncode == 0, result.stderr
+        case["reports"][name] = json.loads(result.stdout)["versions"]["1"]
+    return case["reports"][name]
 
 
 def test_estimated_accuracy_tracks_realised_before_and_after_a_covariate_shift(digits_case):
@@ -81,7 +92,7 @@ def test_estimated_accuracy_tracks_realised_before_and_after_a_covariate_shift(d
 
 
 def test_an_unshifted_stream_raises_no_flag_and_the_shift_is_flagged_without_labels(digits_case):
-    args = ["--max-estimated-drop", "0.05", "--output-drift", "--json"]
+    args = ["--max-estimated-drop", "0.05", "--embedding-output", "hidden", "--json"]
     plain = run_mlctl("-r", digits_case["repo"], "monitor", "check", "digits", "--log", digits_case["logs"]["plain"], *args)
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert {o["status"] for o in json.loads(plain.stdout)["outcomes"]} == {"passed"}
@@ -89,6 +100,36 @@ def test_an_unshifted_stream_raises_no_flag_and_the_shift_is_flagged_without_lab
     assert shifted.returncode == 6
     statuses = {o["check"]: o["status"] for o in json.loads(shifted.stdout)["outcomes"]}
     assert statuses["estimated accuracy"] == "breached" and "estimated accuracy: breached" in shifted.stderr
+    assert statuses["output drift"] == "breached"  # the hidden layer (the second output) moved with the inputs
+
+
+def test_embedding_drift_on_a_second_output_logged_as_the_gateway_logs_it(digits_case):
+    plain, shifted = report(digits_case, "plain")["embedding_drift"], report(digits_case, "shifted")["embedding_drift"]
+    assert plain["source"] == shifted["source"] == "output 'hidden'" and plain["dimensions"] == 64
+    assert not plain["drifted"] and shifted["drifted"]
+    assert sum(m["drifted"] for m in shifted["methods"]) >= 2 and not any(m["drifted"] for m in plain["methods"])
+
+
+def test_an_embedding_output_missing_from_the_reference_or_the_log_is_not_made(digits_case):
+    result = run_mlctl("-r", digits_case["repo"], "monitor", "check", "digits", "--log", digits_case["logs"]["plain"],
+                       "--embedding-output", "pooled", "--json")
+    assert result.returncode == 6
+    outcome = next(o for o in json.loads(result.stdout)["outcomes"] if o["check"] == "output drift")
+    assert outcome["status"] == "not made" and "embedding_pooled" in outcome["detail"]
+
+
+def test_raw_logits_are_calibrated_after_a_softmax(digits_case):
+    from controlplane.quality.estimate import estimate, fit_calibrator
+
+    (ref_logits, ref_y), (logits, y) = digits_case["reference"], digits_case["stream"]
+    hard = digits_case["hard"]
+    softmax_first, per_logit = fit_calibrator(ref_logits, ref_y), fit_calibrator(ref_logits, ref_y, logits=False)
+    assert softmax_first.softmax and not per_logit.softmax  # told from the reference's scores
+    for rows in (np.arange(len(y)), np.flatnonzero(hard)):
+        predicted, realised = logits[rows].argmax(1), float(np.mean(logits[rows].argmax(1) == y[rows]))
+        good = estimate(softmax_first.probabilities(logits[rows]), predicted)["accuracy"]
+        poor = estimate(per_logit.probabilities(logits[rows]), predicted)["accuracy"]
+        assert abs(good - realised) <= 0.03 and abs(good - realised) < abs(poor - realised), (good, poor, realised)
 
 
 def test_injected_data_quality_faults_are_found_on_exactly_those_features():

@@ -76,14 +76,18 @@ def answer_body(model: str, version: str, signature: Signature, outputs: dict[st
 
 def log_rows(model: str, version: str, signature: Signature, arrays: dict[str, np.ndarray] | None,
              outputs: dict[str, np.ndarray] | None, ids: list[str], latency_ms: float, status: str) -> PredictionRows:
-    """A request's rows for the prediction log: the first input as features, the first output, the class (at flush).
-    No outputs: a request that got no answer; no arrays: one that failed before it had rows."""
+    """A request's rows for the prediction log: the first input as features, the first output, the other outputs
+    by name (an embedding: kept or not at flush), the class (at flush). No outputs: a request that got no answer;
+    no arrays: one that failed before it had rows."""
     first_in = None if arrays is None else arrays[signature.inputs[0].name]
     first_out = None if outputs is None else outputs[signature.outputs[0].name]
+    more = None if outputs is None else {s.name: outputs[s.name] for s in signature.outputs[1:] if s.name in outputs}
     if not signature.batched:
         first_in = None if first_in is None else first_in[np.newaxis]
         first_out = None if first_out is None else first_out[np.newaxis]
-    return prediction_rows(model, version, ids, first_in, first_out, classes_of(signature) is not None, latency_ms, status)
+        more = None if more is None else {name: array[np.newaxis] for name, array in more.items()}
+    return prediction_rows(model, version, ids, first_in, first_out, classes_of(signature) is not None, latency_ms, status,
+                           more or None)
 
 
 def log_records(model: str, version: str, signature: Signature, arrays: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
