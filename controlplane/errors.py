@@ -8,6 +8,7 @@
     ├── ConflictError (4)          the target exists already, or someone else holds it
     ├── UnavailableError (5)       a server (Triton, S3, Docker, Prometheus) is down or unreachable
     ├── CheckFailedError (6)       a check ran and failed: parity, integrity, a gate
+    │   └── SignatureError (6)     a version's signature is missing, untrusted or broken under the channel's policy
     └── ServerError (7)            a server we manage failed to start, stop or load
 
 Third-party exceptions are translated where the SDK is called (`raise X(...) from exc`).
@@ -62,6 +63,14 @@ class UnavailableError(MlctlError):
 
 class CheckFailedError(MlctlError):
     exit_code = 6
+
+
+class SignatureError(CheckFailedError):
+    """`reason` says which check failed: unsigned, untrusted_key, bad_signature or files_changed."""
+
+    def __init__(self, message: str, *, reason: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
 
 
 class ServerError(MlctlError):

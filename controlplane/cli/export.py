@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -78,6 +79,7 @@ def publish(
     warmup: Annotated[bool, typer.Option(help="A warm-up request (random inputs of the signature) before a version is ready (new models only).")] = True,
     max_queue_size: Annotated[int, typer.Option(help="Reject at once beyond this many queued requests; 0 unbounded (new models only).")] = 0,
     queue_timeout_us: Annotated[int, typer.Option(help="Reject a request queued longer than this; 0 never (new models only).")] = 0,
+    sign_key: Annotated[Optional[Path], typer.Option(envvar="MLCTL_SIGNING_KEY", help="Sign the version with this EC private key (PEM; password from MLCTL_SIGNING_KEY_PASSWORD).")] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Add the next immutable version of a model to the repository, with its manifest."""
@@ -109,11 +111,13 @@ def publish(
     if isinstance(store, LocalStore) and not store.exists():  # the first publish makes a local repository
         store.root.mkdir(parents=True)
         note(f"created the model repository {store.root}")
-    manifest = Repository(store).publish(bundle, name, format, options, meta, ReferenceSample.read(reference) if reference else None)
+    manifest = Repository(store).publish(bundle, name, format, options, meta, ReferenceSample.read(reference) if reference else None,
+                                         sign_key=sign_key, sign_password=os.environ.get("MLCTL_SIGNING_KEY_PASSWORD"))
+    signed = f", signed with {sign_key}" if sign_key else ""
     if json:
-        emit_json(jsonlib.loads(manifest.to_json()))
+        emit_json({**jsonlib.loads(manifest.to_json()), **({"signed": True} if sign_key else {})})
     else:
-        emit(f"published {manifest.model} version {manifest.version} ({manifest.format}) to {ctx.obj.repository}")
+        emit(f"published {manifest.model} version {manifest.version} ({manifest.format}) to {ctx.obj.repository}{signed}")
 
 
 def parse_metadata(pairs: list[str], path: Optional[Path]) -> dict:

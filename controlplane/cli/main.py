@@ -14,6 +14,7 @@ from controlplane.cli import gate as gate_cli
 from controlplane.cli import gateway as gateway_cli
 from controlplane.cli import health as health_cli
 from controlplane.cli import infer as infer_cli
+from controlplane.cli import keys as keys_cli
 from controlplane.cli import lifecycle as lifecycle_cli
 from controlplane.cli import metrics as metrics_cli
 from controlplane.cli import models as models_cli
@@ -74,8 +75,11 @@ app.add_typer(monitor_cli.app, name="monitor")
 app.add_typer(canary_cli.app, name="canary")
 app.add_typer(pipeline_cli.app, name="pipeline")
 app.add_typer(lifecycle_cli.channel_app, name="channel")
+app.add_typer(keys_cli.keys_app, name="keys")
+app.add_typer(keys_cli.policy_app, name="policy")
 app.command("export")(export_cli.export)
 app.command("publish")(export_cli.publish)
+app.command("sign")(keys_cli.sign)
 app.command("infer")(infer_cli.infer)
 app.command("perf")(perf_cli.perf)
 app.command("tune")(tune_cli.tune)

@@ -45,6 +45,7 @@ from controlplane.model.provenance import current_actor, utc_now
 from controlplane.processes import process_exists
 from controlplane.release.config_revisions import with_config_revision
 from controlplane.release.pipeline import is_pipeline
+from controlplane.security.enforce import check_version as check_signature
 from controlplane.store.channel_store import ChannelStore
 from controlplane.store.channels import (
     HistoryEntry,
@@ -167,6 +168,7 @@ class Lifecycle:
                 f"({'; '.join(problems)})",
                 hint="published versions are immutable; publish a new version instead",
             )
+        check_signature(self.repo, model, version, channel, action)  # the channel's signature policy: exit 6
         state, token = self.channels.load(model)
         current = state.channels.get(channel)
         if current == version and state.pending is None:

@@ -3,6 +3,7 @@
     <repo>/<model>/config.pbtxt              generated from the signature, one per model
     <repo>/<model>/<version>/model.onnx|pt   immutable once published
     <repo>/<model>/<version>/manifest.json   sha256 of every file, provenance, parity, metadata
+    <repo>/<model>/<version>/model.sig       optional: model-signing's signature over the folder (replaceable)
     <repo>/<model>/configs/<channel>.pbtxt   what a channel's replicas load (version_policy specific [v])
     <repo>/<model>/warmup/<version>/<input>  the warm-up input from the version's reference sample (raw bytes)
     <repo>/.mlctl/                           mlctl's own state: staging, channels and history, canaries, claims (S3)
@@ -32,6 +33,7 @@ from controlplane.model.provenance import current_actor, git_commit, utc_now
 from controlplane.store import Store
 
 CONFIG = "config.pbtxt"
+SIGNATURE = "model.sig"  # model-signing's signature over the version folder (controlplane.security.signing)
 REFERENCE = "reference.npz"
 WARMUP_FILES = "warmup_files"  # manifest metadata: the version's warm-up inputs, from its reference sample
 MARKER = ".mlctl/repository.json"  # also makes an empty S3 prefix a folder tritonserver accepts
@@ -143,7 +145,7 @@ class Repository:
         """Problems found comparing a version's files with its manifest; [] when intact."""
         manifest = self.manifest(name, version)
         prefix = f"{name}/{version}"
-        present = set(self.store.list_files(prefix)) - {MANIFEST}
+        present = set(self.store.list_files(prefix)) - {MANIFEST, SIGNATURE}
         problems = [f"{f}: not in the manifest" for f in sorted(present - set(manifest.files))]
         for rel, expected in sorted(manifest.files.items()):
             if rel not in present:
@@ -178,10 +180,13 @@ class Repository:
         options: ServingOptions,
         metadata: dict | None = None,
         reference=None,
+        sign_key: Path | None = None,
+        sign_password: str | None = None,
     ) -> Manifest:
         """Add the next version of `name` from an export bundle; never overwrites anything. A `reference`
         (a checked sample with its evaluation: quality.reference.ReferenceSample) is kept with the version as the
-        baseline for drift and calibration, and its evaluation goes into the manifest."""
+        baseline for drift and calibration, and its evaluation goes into the manifest. With `sign_key` the folder is
+        signed before it is moved into place, so the version never exists unsigned."""
         check_model_name(name)
         self.require().ensure_marker()
         source = bundle.file_for(model_format)
@@ -210,6 +215,10 @@ class Repository:
                 meta = {**metadata, WARMUP_FILES: files} if files else metadata
                 manifest = self._manifest(name, version, model_format, bundle, version_dir, meta)
                 (version_dir / MANIFEST).write_text(manifest.to_json())
+                if sign_key is not None:
+                    from controlplane.security.signing import sign_folder
+
+                    sign_folder(version_dir, sign_key, sign_password)
                 for input_name, rel in files.items():  # before the version exists (its manifest), never after
                     (tree / model_config.WARMUP_FOLDER / rel).parent.mkdir(parents=True, exist_ok=True)
                     (tree / model_config.WARMUP_FOLDER / rel).write_bytes(warmup[input_name])

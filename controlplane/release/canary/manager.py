@@ -40,6 +40,7 @@ from controlplane.release.canary.state import (
     decision,
     now_iso,
 )
+from controlplane.security.enforce import check_version as check_signature
 
 
 class Canaries:
@@ -61,6 +62,7 @@ class Canaries:
         if problems:
             raise CheckFailedError(f"canary {model} v{version} does not match its manifest: {'; '.join(problems)}",
                                    hint=f"run 'mlctl model verify {model} {version}'")
+        check_signature(self.repo, model, version, channel, "start a canary of")  # the channel's signature policy
         current, token = self.states.load(model)
         if current is not None and current.running:
             raise ConflictError(f"model {model!r} already has a running canary (v{current.canary} at {current.weight}%)",

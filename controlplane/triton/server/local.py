@@ -67,6 +67,10 @@ class LocalServers:
             )
         repository = self._repository(options)
         models = self._models_to_load(repository, options)
+        if options.channel:  # a replica of a channel serves only what the channel's signature policy admits
+            from controlplane.security.enforce import check_replica
+
+            check_replica(repository, models, options.channel)
         for kind, port in options.ports().items():
             try:  # a server that was just killed releases its ports a moment after its pid is gone
                 wait_until(lambda p=port: not port_in_use(options.host, p), PORT_RELEASE_TIMEOUT_S, f"{kind} port {port}")
