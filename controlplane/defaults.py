@@ -99,6 +99,5 @@ PERF_STABILITY = 0.10
 PERF_WARMUP_WINDOWS = 1
 PERF_MAX_WINDOWS = 8
 # tune: a coordinate pass that improves the best throughput under the budget by less than this share is a
-# stall (the search stops); a concurrency step that adds less than TUNE_CONCURRENCY_GAIN ends a config's sweep.
+# stall (the search stops).
 TUNE_STALL_GAIN = 0.03
-TUNE_CONCURRENCY_GAIN = 0.05

@@ -46,8 +46,7 @@ def perf(
 
     mode, levels = ("rate", parse_levels(rate, "--rate")) if rate else ("concurrency", parse_levels(concurrency, "--concurrency"))
     policy = WindowPolicy()
-    policy = replace(policy, seconds=window_s or policy.seconds, max_windows=max_windows or policy.max_windows)
-    WindowPolicy(**policy.__dict__)  # checked again with the user's values
+    policy = replace(policy, seconds=window_s or policy.seconds, max_windows=max_windows or policy.max_windows)  # checked again
     session = open_session(url or _managed_url(ctx, server), model, str(version or ""), rows, input_file, policy)
     try:
         points = session.sweep(mode, levels, progress=note)

@@ -25,7 +25,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
         raise UsageError(f"{what} {text!r} must be whole numbers separated by commas") from exc
 
 
-@action("tune")
+@action("tune", channel="to")
 def tune(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Model name.")],
