@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controlplane.errors import NotFoundError, UsageError
+from controlplane.triton.tls import ClientTls
 
 DEFAULT_REPOSITORY = "model_repository"
 DEFAULT_HOME = "~/.mlctl"
@@ -19,6 +20,7 @@ class Settings:
     targets_file: str | None = None  # channel -> replicas (TOML)
     control_key: str | None = None  # key for a restricted model-repository API
     log_format: str = "text"  # text | json: the one event each control-plane action writes to stderr
+    tls: ClientTls | None = None  # TLS towards Triton's gRPC endpoints (None: plain text)
 
     @classmethod
     def create(
@@ -29,6 +31,7 @@ class Settings:
         control_key: str | None = None,
         control_key_file: str | None = None,
         log_format: str = "text",
+        tls: tuple[str | None, str | None, str | None] = (None, None, None),
     ) -> Settings:
         if log_format not in ("text", "json"):
             raise UsageError(f"log format {log_format!r} must be 'text' or 'json'")
@@ -40,6 +43,7 @@ class Settings:
             targets_file=targets,
             control_key=control_key or read_key_file(control_key_file),
             log_format=log_format,
+            tls=ClientTls.create(*tls),
         )
 
 

@@ -1,4 +1,4 @@
-"""`mlctl gateway serve`."""
+"""`mlctl gateway serve`: HTTP or HTTPS, towards Triton in plain text or over TLS gRPC (MLCTL_TLS_*)."""
 
 from __future__ import annotations
 
@@ -31,24 +31,48 @@ def serve(
     flush_rows: Annotated[int, typer.Option(help="Log segment size (records).")] = 1000,
     flush_seconds: Annotated[float, typer.Option(help="Longest a logged record waits before its segment is written.")] = 2.0,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes, shared-nothing, each with its own log writer.")] = 1,
+    key_limits: Annotated[str, typer.Option(envvar="MLCTL_GATEWAY_KEY_LIMITS",
+                                            help="Per-key limits KEY:RATE[:MAX_BODY_BYTES], comma-separated; '*' for every key. "
+                                                 "The rate holds across --workers.")] = "",
+    tls_cert: Annotated[str | None, typer.Option(help="Certificate (PEM): serve HTTPS.")] = None,
+    tls_key: Annotated[str | None, typer.Option(help="Key (PEM) for --tls-cert.")] = None,
 ) -> None:
     """Serve the gateway with uvicorn until stopped (SIGINT/SIGTERM flush the log before exit)."""
     import logging
     import os
+    from dataclasses import replace
 
     import uvicorn
 
     from controlplane.errors import UsageError
     from controlplane.feedback.gateway.app import GatewayConfig, config_environment
+    from controlplane.feedback.gateway.ratelimit import (
+        Limiter,
+        make_shared_file,
+        parse_limits,
+    )
 
+    tls = ctx.obj.tls  # towards Triton's gRPC (MLCTL_TLS_*)
     config = GatewayConfig(triton_url=triton_url, triton_http_url=triton_http_url, predict_keys=_keys(predict_keys), admin_keys=_keys(admin_keys),
                            max_body_bytes=max_body_bytes, log_uri=log, flush_rows=flush_rows, flush_seconds=flush_seconds,
-                           repository=ctx.obj.repository)
+                           repository=ctx.obj.repository, key_limits=key_limits,
+                           **({"triton_tls_ca": tls.ca, "triton_tls_cert": tls.cert, "triton_tls_key": tls.key} if tls else {}))
     if not config.admin_keys:
         raise UsageError("the gateway needs at least one admin key", hint="set MLCTL_GATEWAY_ADMIN_KEYS (and MLCTL_GATEWAY_PREDICT_KEYS)")
+    if tls and triton_http_url:
+        raise UsageError("Triton serves TLS on gRPC only: --triton-http-url would send predictions in plain text",
+                         hint="leave out --triton-http-url (inference then goes over TLS gRPC), or MLCTL_TLS_* for a plain-text Triton")
+    if bool(tls_cert) != bool(tls_key):
+        raise UsageError("HTTPS needs both --tls-cert and --tls-key")
+    limiter = Limiter(config.admin_keys | config.predict_keys, parse_limits(key_limits), max_body_bytes)  # bad limits: exit 2 now
     # the gateway's warnings (unreadable canary state, lost log segments) go to stderr
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.update(config_environment(config))  # each worker builds its own app from it
-    # no proxy-headers middleware and no access log: neither is used, both cost on every request
-    uvicorn.run(FACTORY, factory=True, host=host, port=port, workers=workers, log_level="warning", access_log=False,
-                proxy_headers=False)
+    shared = make_shared_file(len(limiter.slots)) if workers > 1 and key_limits else None  # one set of buckets for all workers
+    os.environ.update(config_environment(replace(config, limits_file=shared)))  # each worker builds its own app from it
+    try:
+        # no proxy-headers middleware and no access log: neither is used, both cost on every request
+        uvicorn.run(FACTORY, factory=True, host=host, port=port, workers=workers, log_level="warning", access_log=False,
+                    proxy_headers=False, ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+    finally:
+        if shared:
+            os.unlink(shared)

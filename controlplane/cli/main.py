@@ -63,8 +63,21 @@ def main(
     log_format: Annotated[
         str, typer.Option("--log-format", envvar="MLCTL_LOG_FORMAT", help="Action events on stderr: text or json.")
     ] = "text",
+    tls_ca: Annotated[
+        Optional[str], typer.Option("--tls-ca", envvar="MLCTL_TLS_CA", help="CA certificate (PEM) of Triton's gRPC TLS: talk TLS to it.")
+    ] = None,
+    tls_client_cert: Annotated[
+        Optional[str], typer.Option("--tls-client-cert", envvar="MLCTL_TLS_CLIENT_CERT", help="Client certificate (PEM) for mutual TLS.")
+    ] = None,
+    tls_client_key: Annotated[
+        Optional[str], typer.Option("--tls-client-key", envvar="MLCTL_TLS_CLIENT_KEY", help="Client key (PEM) for mutual TLS.")
+    ] = None,
 ) -> None:
-    ctx.obj = Settings.create(repository, home, targets, control_key, control_key_file, log_format)
+    from controlplane.triton import tls
+
+    ctx.obj = Settings.create(repository, home, targets, control_key, control_key_file, log_format,
+                              (tls_ca, tls_client_cert, tls_client_key))
+    tls.use(ctx.obj.tls)  # every gRPC client this command opens towards Triton
 
 
 app.add_typer(server_cli.app, name="server")

@@ -38,15 +38,22 @@ def start(
     channel: Annotated[Optional[str], typer.Option(envvar="MLCTL_CHANNEL", help="Serve this channel's promoted versions (a replica of that environment).")] = None,
     restrict_control: Annotated[bool, typer.Option(help="Restrict the model-repository API to the control key [default: when a key is set].")] = True,
     tritonserver: Annotated[Optional[str], typer.Option(envvar="MLCTL_TRITONSERVER", help="tritonserver executable [default: the nvidia-pytriton wheel's].")] = None,
+    tls_cert: Annotated[Optional[str], typer.Option(help="Server certificate (PEM): serve gRPC over TLS (HTTP stays plain).")] = None,
+    tls_key: Annotated[Optional[str], typer.Option(help="Server key (PEM) for --tls-cert.")] = None,
+    tls_ca: Annotated[Optional[str], typer.Option(help="CA (PEM) client certificates must be signed by: mutual TLS.")] = None,
     json: Json = False,
 ) -> None:
     """Start tritonserver in the background and wait until it is ready."""
     from controlplane.errors import UsageError
     from controlplane.store.channels import check_channel
     from controlplane.triton.server.local import ServerOptions
+    from controlplane.triton.tls import ServerTls
 
     if runtime not in ("local", "docker"):
         raise UsageError(f"runtime {runtime!r} must be 'local' or 'docker'")
+    tls = ServerTls.create(tls_cert, tls_key, tls_ca)
+    if tls and runtime == "docker":
+        raise UsageError("--tls-* works with --runtime local", hint="with the NGC image, mount the files and pass --grpc-use-ssl yourself")
     options = ServerOptions(
         repository=ctx.obj.repository,
         name=name,
@@ -62,12 +69,14 @@ def start(
         binary=tritonserver,
         channel=check_channel(channel) if channel else None,
         control_key=ctx.obj.control_key if restrict_control else None,
+        tls=tls,
     )
     state = _servers(ctx).start(options)
     if json:
         emit_json(state.to_dict())
     else:
-        emit(f"server {state.name!r} ready: http {state.http_url}  grpc {state.grpc_url}  metrics {state.metrics_url}")
+        emit(f"server {state.name!r} ready: http {state.http_url}  grpc {state.grpc_url}{' (' + state.grpc_tls + ' TLS)' if state.grpc_tls else ''}"
+             f"  metrics {state.metrics_url}")
 
 
 @app.command()
@@ -90,7 +99,7 @@ def status(ctx: typer.Context, name: Name = "default", json: Json = False) -> No
     if not info["running"]:
         emit(f"server {name!r}: not running")
         raise typer.Exit(1)
-    keys = ("ready", "runtime", "pid", "http_port", "grpc_port", "metrics_port", "repository", "channel", "log_path", "started_at")
+    keys = ("ready", "runtime", "pid", "http_port", "grpc_port", "metrics_port", "grpc_tls", "repository", "channel", "log_path", "started_at")
     rows = [[k, "-" if info.get(k) is None else info[k]] for k in keys]
     emit(table(["server " + name, ""], rows))
     if not info["ready"]:

@@ -11,6 +11,7 @@ import numpy as np
 from controlplane.errors import MlctlError, NotFoundError, UnavailableError, UsageError
 from controlplane.model import config as model_config
 from controlplane.model.signature import wire_type
+from controlplane.triton import tls
 from controlplane.triton.failures import Failure, classify
 
 PROTOCOLS = ("grpc", "http")
@@ -46,7 +47,7 @@ class TritonClient:
         self._module = module
         with self._errors("connect"):
             self._client = (
-                module.InferenceServerClient(url)
+                module.InferenceServerClient(url, **tls.grpc_kwargs(url))
                 if protocol == "grpc"
                 else module.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
             )
@@ -71,7 +72,7 @@ class TritonClient:
             failure = classify(exc)
             message = failure.message
             if failure.kind is Failure.UNREACHABLE:
-                raise UnavailableError(f"{where} is not reachable: {message}", hint="is the server running? try 'mlctl server status'") from exc
+                raise UnavailableError(f"{where} is not reachable: {message}", hint=self._unreachable_hint()) from exc
             if model and failure.kind is Failure.NOT_FOUND:
                 raise NotFoundError(f"{action} {model!r} on {where}: {message}", hint="check 'mlctl model versions' and what the server loaded") from exc
             if failure.kind is Failure.BAD_REQUEST:
@@ -80,7 +81,10 @@ class TritonClient:
                 raise UsageError(f"{action} {model or ''} on {where} was refused: {message}", hint="set MLCTL_CONTROL_KEY or MLCTL_CONTROL_KEY_FILE") from exc
             raise MlctlError(f"{action} {model or ''} on {where} failed: {message}") from exc
         except (ConnectionError, OSError) as exc:
-            raise UnavailableError(f"{where} is not reachable: {exc}", hint="is the server running? try 'mlctl server status'") from exc
+            raise UnavailableError(f"{where} is not reachable: {exc}", hint=self._unreachable_hint()) from exc
+
+    def _unreachable_hint(self) -> str:
+        return tls.unreachable_hint(self.url) if self.protocol == "grpc" else "is the server running? try 'mlctl server status'"
 
     def model_config(self, name: str, version: str = ""):
         with self._errors("model config of", name):

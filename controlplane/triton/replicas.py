@@ -14,6 +14,7 @@ import numpy as np
 from controlplane.defaults import CONTROL_CALL_TIMEOUT_S, HEALTH_TIMEOUT_S
 from controlplane.errors import ControlKeyError, ServerError, UnavailableError
 from controlplane.model.signature import Signature, wire_type
+from controlplane.triton import tls
 from controlplane.triton.failures import Failure, classify
 
 CONTROL_HEADER = "mlctl-control-key"  # the <key> of --grpc-restricted-protocol=model-repository:<key>=<value>
@@ -27,7 +28,7 @@ class Replica:
         # every call has a deadline: a hung replica (stopped, partitioned) fails the call instead of holding it
         self.query_timeout_s = min(timeout_s, HEALTH_TIMEOUT_S)
         self._grpc = grpcclient
-        self._client = grpcclient.InferenceServerClient(url)
+        self._client = grpcclient.InferenceServerClient(url, **tls.grpc_kwargs(url))
         self._headers = {f"triton-grpc-protocol-{CONTROL_HEADER}": control_key} if control_key else None
 
     def close(self) -> None:
@@ -52,7 +53,8 @@ class Replica:
                     key_given=True, hint="check that MLCTL_CONTROL_KEY / MLCTL_CONTROL_KEY_FILE holds the key the server was started with",
                 ) from exc
             if failure.kind is Failure.UNREACHABLE:
-                raise UnavailableError(f"replica {self.url} is not reachable ({action}): {failure.message}") from exc
+                raise UnavailableError(f"replica {self.url} is not reachable ({action}): {failure.message}",
+                                       hint=tls.unreachable_hint(self.url)) from exc
             raise ServerError(f"replica {self.url}: {action} failed: {failure.message}") from exc
 
     def live(self) -> bool:
@@ -129,7 +131,8 @@ def open_replicas(urls: tuple[str, ...], control_key: str | None, timeout_s: flo
             except UnavailableError:
                 unreachable.append(replica.url)
         if unreachable:
-            raise UnavailableError(f"replica(s) {', '.join(unreachable)} not reachable; nothing was changed")
+            raise UnavailableError(f"replica(s) {', '.join(unreachable)} not reachable; nothing was changed",
+                                   hint=tls.unreachable_hint(unreachable[0]))
     except BaseException:
         for replica in replicas:
             replica.close()

@@ -9,6 +9,9 @@
 `MLCTL_TARGETS_PRODUCTION=host:port,host:port` replaces the file's list for that channel. An entry
 `dns:NAME:PORT` stands for every address NAME resolves to (a Kubernetes headless Service gives one per
 ready pod); it is resolved each time the replicas are asked for.
+
+A channel whose replicas serve gRPC over TLS with another CA (or want another client certificate) than the global
+MLCTL_TLS_* settings names its own: `tls_ca = "ca.pem"`, `tls_client_cert`, `tls_client_key` beside `replicas`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from controlplane.errors import UnavailableError, UsageError
 from controlplane.settings import read_toml
 from controlplane.store.channels import check_channel
+from controlplane.triton import tls as client_tls
 
 ENV_PREFIX = "MLCTL_TARGETS_"
 
@@ -29,12 +33,16 @@ ENV_PREFIX = "MLCTL_TARGETS_"
 class Targets:
     channels: dict[str, tuple[str, ...]] = field(default_factory=dict)
     source: str = "(none)"
+    tls: dict[str, client_tls.ClientTls] = field(default_factory=dict)  # a channel's own TLS towards its replicas
 
     def replicas(self, channel: str) -> tuple[str, ...]:
         out: list[str] = []
         for endpoint in self.channels.get(channel, ()):
             out += resolve(endpoint) if endpoint.startswith("dns:") else [endpoint]
-        return tuple(dict.fromkeys(out))
+        endpoints = tuple(dict.fromkeys(out))
+        if channel in self.tls:  # every client opened towards these endpoints uses the channel's TLS
+            client_tls.add_endpoints(self.tls[channel], endpoints)
+        return endpoints
 
 
 def resolve(endpoint: str) -> list[str]:
@@ -66,6 +74,7 @@ def load_targets(path: str | None, env: Mapping[str, str] | None = None) -> Targ
     """Targets from `path` (must exist when given) and the environment."""
     env = os.environ if env is None else env
     channels: dict[str, tuple[str, ...]] = {}
+    tls: dict[str, client_tls.ClientTls] = {}
     sources = []
     if path:
         file = Path(path)
@@ -74,10 +83,13 @@ def load_targets(path: str | None, env: Mapping[str, str] | None = None) -> Targ
             if not isinstance(body, dict) or "replicas" not in body:
                 raise UsageError(f"targets file {file}: [channels.{name}] needs replicas = [...]")
             channels[check_channel(name)] = _endpoints(body["replicas"], f"{file} [channels.{name}]")
+            own = client_tls.ClientTls.create(body.get("tls_ca"), body.get("tls_client_cert"), body.get("tls_client_key"))
+            if own is not None:
+                tls[name] = own
         sources.append(str(file))
     for key, value in env.items():
         if key.startswith(ENV_PREFIX) and value.strip():
             name = check_channel(key[len(ENV_PREFIX) :].lower())
             channels[name] = _endpoints(value, key)
             sources.append(key)
-    return Targets(channels, ", ".join(sources) or "(none)")
+    return Targets(channels, ", ".join(sources) or "(none)", tls)

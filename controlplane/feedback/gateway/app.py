@@ -22,11 +22,13 @@ from fastapi import FastAPI
 
 from controlplane.defaults import GATEWAY_SHADOW_DRAIN_S
 from controlplane.feedback.gateway import feedback, ops, v2meta
+from controlplane.feedback.gateway.auth import Guard
 from controlplane.feedback.gateway.body_limit import BodyLimit
 from controlplane.feedback.gateway.config import API_KEY_HEADER, GatewayConfig
 from controlplane.feedback.gateway.front import Front
 from controlplane.feedback.gateway.index import PredictionIndex
 from controlplane.feedback.gateway.metrics import GatewayMetrics
+from controlplane.feedback.gateway.security_events import repository_events
 from controlplane.feedback.gateway.state import GatewayState
 from controlplane.feedback.gateway.upstream import Upstream
 
@@ -38,7 +40,7 @@ CONFIG_VARIABLE = "MLCTL_GATEWAY_WORKER_CONFIG"  # the settings, as JSON, for wo
 def create_app(config: GatewayConfig) -> Front:
     state: GatewayState
 
-    metrics = GatewayMetrics(lambda: state.log_figures())
+    metrics = GatewayMetrics(lambda: state.log_figures(), repository_events(config.repository))
     state = GatewayState(config, metrics, Upstream(config, metrics), PredictionIndex(config.index_size))
 
     @asynccontextmanager
@@ -60,6 +62,7 @@ def create_app(config: GatewayConfig) -> Front:
     app = FastAPI(title="mlctl gateway", version="1", description="Predictions through Triton, with logging and feedback.",
                   lifespan=lifespan)
     app.state.gateway = state
+    app.state.guard = Guard(config, metrics)  # keys and per-key limits, for the front and the FastAPI routes alike
     for routes in (ops.router, feedback.router, v2meta.router):
         app.include_router(routes)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)

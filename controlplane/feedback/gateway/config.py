@@ -23,3 +23,15 @@ class GatewayConfig:
     canary_ttl_s: float = CANARY_STATE_TTL_S
     index_size: int = GATEWAY_PREDICTION_INDEX_SIZE  # prediction ids remembered for feedback checks
     extra: dict = field(default_factory=dict)
+    # per-key limits, `KEY:RATE[:MAX_BODY_BYTES]` entries (`*`: every key without its own); see ratelimit.py
+    key_limits: str = ""
+    limits_file: str | None = None  # the token buckets all workers share (made by the CLI for --workers N)
+    # TLS towards Triton's gRPC endpoint (PEM paths; None: plain text)
+    triton_tls_ca: str | None = None
+    triton_tls_cert: str | None = None
+    triton_tls_key: str | None = None
+
+    def triton_tls(self):
+        from controlplane.triton.tls import ClientTls
+
+        return ClientTls.create(self.triton_tls_ca, self.triton_tls_cert, self.triton_tls_key)

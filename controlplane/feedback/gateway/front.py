@@ -38,9 +38,7 @@ def route_of(path: str) -> tuple[str, str, str] | None:
 class Front:
     def __init__(self, gateway: GatewayState, app) -> None:
         self.gateway, self.app = gateway, app
-        config = gateway.config
-        self.predict_keys = {k.encode() for k in config.admin_keys | config.predict_keys}
-        self.limit = config.max_body_bytes
+        self.guard = app.state.guard  # API keys and per-key limits (auth.py)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -54,11 +52,13 @@ class Front:
         started, labels = time.perf_counter(), Labels()
         headers = dict(scope["headers"])
         try:
-            self._authorise(headers.get(_KEY))
-            body = await self._body(headers, receive)
+            api_key = headers.get(_KEY)
+            limit = self.guard.admit(api_key, "predict", name)
+            body = await self._body(headers, receive, limit)
             if body is None:
                 labels.status = "413"
-                return await reject(send, self.limit)
+                self.guard.oversized(api_key)
+                return await reject(send, limit)
             if name == predict.ROUTE:
                 key = headers.get(b"x-client-key")
                 data, extra = await predict.handle(self.gateway, model, body, None if key is None else key.decode("latin-1"),
@@ -75,16 +75,10 @@ class Front:
         finally:
             self.gateway.metrics.observe(name, labels.model, labels.version, labels.status, time.perf_counter() - started)
 
-    def _authorise(self, key: bytes | None) -> None:
-        if not key:
-            raise HTTPException(401, f"missing {API_KEY_HEADER} header")
-        if key not in self.predict_keys:
-            raise HTTPException(403, "this key may not predict")
-
-    async def _body(self, headers: dict[bytes, bytes], receive) -> bytes | None:
+    async def _body(self, headers: dict[bytes, bytes], receive, limit: int) -> bytes | None:
         """The whole body; None when it is over the limit (announced or streamed)."""
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
+        if length is not None and length.isdigit() and int(length) > limit:
             return None
         chunks, seen = [], 0
         while True:
@@ -93,7 +87,7 @@ class Front:
                 raise HTTPException(400, "the client went away before sending its whole body")
             chunk = message.get("body", b"")
             seen += len(chunk)
-            if seen > self.limit:
+            if seen > limit:
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -64,7 +64,7 @@ def _set_parameter(parameter, key: str, value) -> None:
 class Upstream:
     def __init__(self, config: GatewayConfig, metrics: GatewayMetrics) -> None:
         self.triton_url, self.repository, self.canary_ttl_s = config.triton_url, config.repository, config.canary_ttl_s
-        self.metrics = metrics
+        self.metrics, self.config = metrics, config
         self.client = None
         self.http = TritonHTTP(config.triton_http_url) if config.triton_http_url else None
         self._models: dict[str, tuple[ModelInfo, float]] = {}
@@ -75,10 +75,12 @@ class Upstream:
         import tritonclient.grpc.aio as grpcclient
         from tritonclient.grpc import service_pb2_grpc
 
-        self.client = grpcclient.InferenceServerClient(self.triton_url)  # configs and readiness
+        tls = self.config.triton_tls()
+        self.client = grpcclient.InferenceServerClient(self.triton_url, **(tls.grpc_kwargs() if tls else {}))  # configs, readiness
         # inference: Triton's own stub on one channel, raw tensor bytes in and out (no InferInput, no as_numpy)
-        self._channel = grpc.aio.insecure_channel(self.triton_url, options=[("grpc.max_send_message_length", -1),
-                                                                            ("grpc.max_receive_message_length", -1)])
+        options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        self._channel = (grpc.aio.secure_channel(self.triton_url, tls.channel_credentials(), options=options) if tls
+                         else grpc.aio.insecure_channel(self.triton_url, options=options))
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
 
     async def close(self) -> None:

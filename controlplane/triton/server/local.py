@@ -139,6 +139,7 @@ class LocalServers:
             started_at=utc_now(),
             command=command,
             channel=options.channel,
+            grpc_tls=None if options.tls is None else "mutual" if options.tls.ca else "tls",
         )
 
     def _shutdown(self, state: ServerState, grace_s: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controlplane.triton.replicas import CONTROL_HEADER
+from controlplane.triton.tls import ServerTls
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class ServerOptions:
     binary: str | None = None  # another tritonserver executable than the wheel's
     channel: str | None = None  # serve this channel's versions (--model-config-name=<channel>)
     control_key: str | None = None  # restrict the model-repository API to callers holding this key
+    tls: ServerTls | None = None  # gRPC over TLS (mutual when it names a CA); HTTP stays plain text
     # mlctl writes complete configs; Triton's auto-complete launches a Python-backend stub per load only to
     # fill them in (~1.26 s of a 1.4 s switch on the stand-ins). True only for hand-written, partial configs.
     auto_complete_config: bool = False
@@ -49,6 +51,8 @@ def common_args(options: ServerOptions, models: list[str]) -> list[str]:
     if options.control_key:
         restriction = f"model-repository:{CONTROL_HEADER}={options.control_key}"
         args += [f"--grpc-restricted-protocol={restriction}", f"--http-restricted-api={restriction}"]
+    if options.tls:
+        args += options.tls.args()
     args += [f"--load-model={m}" for m in models]
     return args + list(options.extra_args)
 

@@ -24,6 +24,7 @@ class ServerState:
     started_at: str
     command: list[str] = field(default_factory=list)
     channel: str | None = None  # the channel it is a replica of (--model-config-name), None for a plain server
+    grpc_tls: str | None = None  # None: plain text; "tls" or "mutual"
 
     @property
     def http_url(self) -> str:
