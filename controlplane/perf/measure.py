@@ -65,11 +65,12 @@ class PerfSession:
     async def _open_aio(self):
         from tritonclient.grpc import aio
 
-        client = aio.InferenceServerClient(self.url)
+        from controlplane.model.signature import wire_type
+        from controlplane.triton import tls
+
+        client = aio.InferenceServerClient(self.url, **tls.grpc_kwargs(self.url))  # TLS where the settings say so
         tensors = []
         for name, array in self.inputs.items():
-            from controlplane.model.signature import wire_type
-
             tensor = aio.InferInput(name, list(array.shape), wire_type(str(array.dtype)))
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)

@@ -60,7 +60,9 @@ class StatisticsReader:
         import tritonclient.grpc as grpcclient
 
         self.url, self.model, self.version, self.timeout_s = url, model, version, timeout_s
-        self._client = grpcclient.InferenceServerClient(url)
+        from controlplane.triton import tls
+
+        self._client = grpcclient.InferenceServerClient(url, **tls.grpc_kwargs(url))
 
     def snapshot(self) -> StatsSnapshot:
         from tritonclient.utils import InferenceServerException
