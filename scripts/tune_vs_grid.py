@@ -46,8 +46,8 @@ def main() -> int:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="demo,large")
-    parser.add_argument("--budgets", default="demo=25,large=60", help="p99 budget in ms per model (a 2-core host shared with
-                        other work shows p99 spikes of 10-50 ms at any load)")
+    parser.add_argument("--budgets", default="demo=25,large=60", 
+                        help="p99 budget in ms per model (a 2-core host shared with other work has p99 spikes of 10-50 ms)")
     parser.add_argument("--window-s", type=float, default=0.25)
     parser.add_argument("--levels", default="1,2,4,8,16")
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
