@@ -184,3 +184,19 @@ def test_s3_repository_policy_signatures_and_events(s3_env, exports, keys):
                                          ("tampering_detected", "files_changed"): 2}
     assert [(e.action, e.version, e.channel) for e in events.recent(repo.store)] == [
         ("promote", v2, "production"), ("promote", v1, "production"), ("re-sign", v1, "")]
+
+
+def test_publish_signs_from_the_environment_and_canary_start_obeys_the_policy(replica, keys, exports):
+    repo, rotated = replica["repo"], keys["rotated"]
+    published = run_mlctl("-r", str(replica["root"]), "publish", str(exports["mlp"].path), "--name", MODEL,
+                          "--format", "onnx", "--json", env={"MLCTL_SIGNING_KEY": str(rotated.private_path)})
+    assert published.returncode == 0, published.stderr
+    version = json.loads(published.stdout)["version"]
+    assert json.loads(published.stdout)["signed"] is True
+    assert check_version(repo, MODEL, version, "production", "promote").fingerprint == rotated.fingerprint
+    before = events.counts(repo.store)
+    refused = mlctl(replica, "canary", "start", MODEL, "4", "--channel", "production")  # version 4 is unsigned
+    assert refused.returncode == 6, refused.stderr
+    assert f"refusing to start a canary of '{MODEL}' version 4 on channel 'production'" in refused.stderr
+    assert repo.store.list_dir(f"{MODEL}.canary") == [] and repo.store.list_dir(".mlctl/canary") == []
+    assert events.counts(repo.store)[("signature_refused", "unsigned")] == before[("signature_refused", "unsigned")] + 1
