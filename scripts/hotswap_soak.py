@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +39,53 @@ BEFORE_WINDOW_S = 8.0  # the neighbour's p99 before any switch: a measurement wi
 def group_rss(states, stubs_only: bool = False) -> int:
     """RSS of each server and its stubs (its process group), or of its stubs only."""
     return sum(rss_bytes(pid) for s in states for pid in (stub_pids(s.pid) if stubs_only else group_members(s.pid)))
+
+
+def children(pid: int) -> set[int]:
+    """Direct children of `pid` (the stubs a server launches), from /proc/<pid>/task/*/children."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.update(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
+def renice(pid: int, nice: int) -> None:
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
+@contextmanager
+def niced_new_stubs(states, nice: int):
+    """An experiment: the stubs that start while the block runs (a loading version's) run at `nice`; back to 0 at
+    its end (that step needs root or CAP_SYS_NICE, so the experiment says nothing of unprivileged servers)."""
+    if not nice:
+        yield
+        return
+    before = {c for s in states for c in children(s.pid)}
+    niced: set[int] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.005):
+            for pid in {c for s in states for c in children(s.pid)} - before - niced:
+                renice(pid, nice)
+                niced.add(pid)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+        for pid in niced:
+            renice(pid, 0)
 
 
 def gpu_memory_bytes(metrics_url: str) -> float | None:
@@ -60,6 +110,8 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=900)
     parser.add_argument("--gap-s", type=float, default=0.0, help="a quiet pause after each switch: the neighbour's "
                         "p99 in the pauses is a baseline interleaved with the switches (robust to a drifting machine)")
+    parser.add_argument("--nice-loading-stubs", type=int, default=0, help="experiment (root only): run the stubs of "
+                        "a loading version at this nice value until its switch ends")
     parser.add_argument("--server-arg", action="append", default=[], help="passed to tritonserver (repeatable), "
                         "e.g. --server-arg=--model-load-thread-count=1")
     parser.add_argument("--json", action="store_true")
@@ -90,7 +142,8 @@ def main() -> int:
         while cycles < args.cycles and time.monotonic() < deadline:
             for version in (v2, v1):
                 t0 = time.monotonic()
-                lifecycle.promote("digits", version, "production", "soak")
+                with niced_new_stubs(states, args.nice_loading_stubs):
+                    lifecycle.promote("digits", version, "production", "soak")
                 switch_s.append(time.monotonic() - t0)
                 windows.append((t0, time.monotonic()))
                 time.sleep(args.gap_s)
