@@ -52,7 +52,7 @@ def fingerprint_of(public_pem: bytes) -> str:
 
 
 def generate_keys(directory: Path, name: str, password: str | None = None) -> KeyPair:
-    """Write <name>.key (private, mode 0600) and <name>.pub; ConflictError-free: refuses to overwrite."""
+    """Write <name>.key (private, mode 0600) and <name>.pub; UsageError rather than overwrite either."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
