@@ -108,12 +108,15 @@ def allow_versions(lc: Lifecycle, name: str, channel: str, versions: tuple[int, 
         _close(replicas)
 
 
-def converge(lc: Lifecycle, name: str) -> list[str]:
-    """The channels' configs and replicas of pipeline `name` back on each channel's version; the problems found."""
+def converge(lc: Lifecycle, name: str, channel: str) -> list[str]:
+    """`channel`'s configs and replicas of pipeline `name` back on the channel's version; the problems found."""
+    from dataclasses import replace
+
     state, _ = lc.channels.load(name)
+    only = replace(state, channels={c: v for c, v in state.channels.items() if c == channel})
     changes: list[dict] = []
     errors: list[str] = []
-    reconcile_pipeline(lc, name, state, changes, errors)
+    reconcile_pipeline(lc, name, only, changes, errors)
     return errors
 
 

@@ -130,5 +130,5 @@ class Companions:
         if is_pipeline(self.repo, model):  # its components back to the channel's version only
             from controlplane.release.pipeline_channels import converge
 
-            for problem in converge(self.lifecycle, model):
+            for problem in converge(self.lifecycle, model, channel):
                 self.say(problem)
