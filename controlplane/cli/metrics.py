@@ -173,3 +173,35 @@ def watch(
                 time.sleep(interval)
     except KeyboardInterrupt:
         pass
+
+
+@app.command()
+def security(
+    window: Annotated[str, typer.Option(help="Window for --source prometheus, e.g. 5m, 1h, 1d.")] = "1h",
+    source: Annotated[str, typer.Option(help="prometheus, or direct (scrape the gateways' /metrics once).")] = "prometheus",
+    prometheus_url: PromUrl = "http://127.0.0.1:9090",
+    gateway_url: Annotated[list[str] | None, typer.Option("--gateway-url", help="Gateway /metrics URL for --source direct (repeatable).")] = None,
+    json: Json = False,
+) -> None:
+    """Security counters: auth failures, refused control calls, rate-limited and oversized requests, signature
+    refusals and tampering (direct: totals since each gateway started)."""
+    from controlplane.errors import UsageError
+    from controlplane.observe.metrics import security as s
+    from controlplane.observe.metrics.report import PrometheusSource
+
+    if source == "prometheus":
+        figures, over = s.from_prometheus(PrometheusSource(prometheus_url), window), f"the last {window}"
+    elif source == "direct":
+        if not gateway_url:
+            raise UsageError("--source direct needs --gateway-url (e.g. http://127.0.0.1:8080/metrics)")
+        figures, over = s.from_gateways(list(gateway_url)), "since each gateway started"
+    else:
+        raise UsageError(f"source {source!r} must be 'prometheus' or 'direct'")
+    if json:
+        emit_json({"source": source, "over": over, "figures": figures})
+        return
+    titles = {f.key: (f.title, f.label) for f in s.FIGURES}
+    rows = [[titles[key][0], f"{titles[key][1]}={label}" if label else "-", f"{value:.0f}"]
+            for key, values in figures.items() for label, value in (sorted(values.items()) or [("", 0.0)])]
+    emit(f"security counters over {over}, source: {source}")
+    emit(table(["figure", "by", "count"], rows))

@@ -3,6 +3,7 @@ session's Triton: the rate holds across two workers, refusals are answered 429/4
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -10,7 +11,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from support import ADMIN_KEY, PREDICT_KEY, call, start_gateway
+from support import ADMIN_KEY, PREDICT_KEY, call, run_mlctl, start_gateway
 
 from controlplane.errors import UsageError
 from controlplane.feedback.gateway.ratelimit import (
@@ -28,6 +29,7 @@ ROW = {"inputs": {"x": [[0.0] * 8]}}
 RATE = 20.0  # requests per second for the predict key
 WINDOW_S = 10.0
 BODY_CAP = 2048  # the predict key's largest body
+SLOW_RATE = 2.0  # for counting refusals: a rate one client passes even on a busy machine
 
 
 # --- pure parts ---------------------------------------------------------------------------------
@@ -107,7 +109,7 @@ def test_security_counters_move_by_exactly_the_refusals_sent(triton, tmp_path):
     for reason in ("untrusted_key", "untrusted_key", "unsigned"):
         events.record(repository, events.SIGNATURE_REFUSED, reason, model="m", version=1, action="promote")
     events.record(repository, events.TAMPERING_DETECTED, "files_changed", model="m", version=2, action="load")
-    proc, url = start_gateway(triton, tmp_path / "log", "--key-limits", f"{PREDICT_KEY}:{RATE:g}:{BODY_CAP}",
+    proc, url = start_gateway(triton, tmp_path / "log", "--key-limits", f"{PREDICT_KEY}:{SLOW_RATE:g}:{BODY_CAP}",
                               env={"MLCTL_REPOSITORY": repository.uri})
     try:
         before = scrape(url)
@@ -123,7 +125,7 @@ def test_security_counters_move_by_exactly_the_refusals_sent(triton, tmp_path):
             assert call(url, PREDICT, big)[0] == 413
         assert call(url, PREDICT, big, key=ADMIN_KEY)[0] != 413  # the cap is the predict key's, not the admin's
         limited = 0
-        for _ in range(int(RATE) * 2):  # faster than the rate: some are refused, each with Retry-After
+        for _ in range(int(SLOW_RATE) * 5):  # faster than the rate: some are refused, each with Retry-After
             request = urllib.request.Request(url + PREDICT, data=b'{"inputs": {"x": [[0,0,0,0,0,0,0,0]]}}',
                                              headers={"X-API-Key": PREDICT_KEY, "Content-Type": "application/json"})
             try:
@@ -135,6 +137,7 @@ def test_security_counters_move_by_exactly_the_refusals_sent(triton, tmp_path):
                 limited += 1
         assert limited > 0
         after = scrape(url)
+        shown = run_mlctl("metrics", "security", "--source", "direct", "--gateway-url", url + "/metrics", "--json")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -152,3 +155,10 @@ def test_security_counters_move_by_exactly_the_refusals_sent(triton, tmp_path):
     assert counter(after, "mlctl_security_events", kind="signature_refused", reason="untrusted_key") == 2
     assert counter(after, "mlctl_security_events", kind="signature_refused") == 3
     assert counter(after, "mlctl_security_events", kind="tampering_detected", reason="files_changed") == 1
+    assert shown.returncode == 0, shown.stderr
+    figures = json.loads(shown.stdout)["figures"]  # `mlctl metrics security` shows the same counts
+    assert figures["auth_failures"] == {r: counter(after, "mlctl_security_auth_failures", reason=r)
+                                        for r in ("missing_key", "unknown_key", "wrong_scope")}
+    assert figures["rate_limited"] == {key_id(PREDICT_KEY): counter(after, "mlctl_security_rate_limited")}
+    assert figures["signature_refused"] == {"untrusted_key": 2, "unsigned": 1}
+    assert figures["tampering_detected"] == {"files_changed": 1}

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from controlplane import defaults
 from controlplane.observe.metrics import definitions as d
+from controlplane.observe.metrics import security as sec
 from controlplane.quality.drift import PREDICTION_DRIFT_ALPHA
 
 
@@ -25,6 +26,8 @@ class Budgets:
     min_feedback_coverage: float = defaults.MIN_FEEDBACK_COVERAGE
     prediction_drift_alpha: float = PREDICTION_DRIFT_ALPHA
     reject_share: float = 0.01  # of a model's gateway requests rejected by its queue policy (429)
+    auth_failures_per_s: float = 1.0  # refused API keys, all gateways: someone guessing or a client misconfigured
+    rate_limited_per_s: float = 5.0  # of one key: a client that ignores Retry-After, or needs a higher limit
 
 
 def per_version(expr: str) -> str:
@@ -67,7 +70,7 @@ def alert_rules(budgets: Budgets = Budgets()) -> dict:
             rule("MlctlQueueTimeGrowing", f"({queue_now}) > {budgets.queue_growth} * ({queue_hour}) and ({queue_now}) > {budgets.min_queue_ms}",
                  "10m", "warning", "queue time of {{ $labels.model }} v{{ $labels.version }} is growing"),
         ],
-    }, {
+    }, security_rules(budgets, rule), {
         "name": "mlctl-quality",
         "rules": [
             rule("MlctlAccuracyBelowReference",
@@ -90,6 +93,43 @@ def alert_rules(budgets: Budgets = Budgets()) -> dict:
                  "the joint distribution of {{ $labels.model }} v{{ $labels.version }}'s inputs moved from the reference"),
         ],
     }]}
+
+
+def security_rules(budgets: Budgets, rule) -> dict:
+    def expr(key: str, window: str = "5m") -> str:
+        return sec.BY_KEY[key].promql(window)
+
+    rate = "sum by ({label}) (rate({metric}[5m]))"
+    return {"name": "mlctl-security", "rules": [
+        rule("MlctlTamperingDetected", f"{expr('tampering_detected')} > 0 or {sec.BY_KEY['tampering_detected'].appeared('5m')}",
+             "0m", "critical",
+             "a model version was changed after it was signed ({{ $labels.reason }}): it was refused; find who can write the repository"),
+        rule("MlctlSignatureRefused", f"{expr('signature_refused')} > 0 or {sec.BY_KEY['signature_refused'].appeared('5m')}",
+             "0m", "warning",
+             "a version was refused by its channel's signature policy ({{ $labels.reason }})"),
+        rule("MlctlAuthFailuresHigh", f"sum(rate(mlctl_security_auth_failures_total[5m])) > {budgets.auth_failures_per_s}", "10m",
+             "warning", f"over {budgets.auth_failures_per_s:g} requests/s refused for their API key"),
+        rule("MlctlControlCallsRefused", f"sum({expr('refused_control_calls')}) > 0", "0m", "warning",
+             "admin-scope calls to the gateway were refused"),
+        rule("MlctlKeyRateLimited",
+             f"{rate.format(label='key', metric='mlctl_security_rate_limited_total')} > {budgets.rate_limited_per_s}", "10m", "info",
+             f"key {{{{ $labels.key }}}} is refused over {budgets.rate_limited_per_s:g} requests/s by its rate limit"),
+    ]}
+
+
+def security_row(top: int) -> list[dict]:
+    """The dashboard's security row (a Grafana row panel and one panel per security figure), from `top` down."""
+    panels: list[dict] = [{"id": 100, "type": "row", "title": "Security", "collapsed": False, "panels": [],
+                           "gridPos": {"h": 1, "w": 24, "x": 0, "y": top}}]
+    for index, figure in enumerate(sec.FIGURES):
+        panels.append({
+            "id": 101 + index, "type": "timeseries", "title": figure.title,
+            "datasource": {"type": "prometheus", "uid": "${datasource}"},
+            "gridPos": {"h": 8, "w": 8, "x": (index % 3) * 8, "y": top + 1 + (index // 3) * 8},
+            "fieldConfig": {"defaults": {"unit": "short"}, "overrides": []},
+            "targets": [{"refId": "A", "expr": figure.promql("$__rate_interval"), "legendFormat": f"{{{{{figure.label}}}}}"}],
+        })
+    return panels
 
 
 def prometheus_config(triton: list[str], gateway: list[str], rule_files: list[str], interval: str = "15s",
@@ -131,7 +171,7 @@ def grafana_dashboard() -> dict:
              "query": 'label_values(nv_inference_count{model="$model"}, version)', "refresh": 2, "includeAll": True, "multi": True,
              "allValue": ".*"},
         ]},
-        "panels": panels,
+        "panels": panels + security_row(((len(panels) + 2) // 3) * 8),
     }
 
 
