@@ -63,7 +63,7 @@ def test_tune_applies_a_config_revision_under_load_and_rolls_it_back(channel, tm
     records = load.stop()
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["best"] is not None and result["pareto"] and 2 <= result["configs_tried"] <= 3
+    assert result["best"] is not None and result["pareto"] and result["configs_tried"] == 3
     best = result["best"]["config"]
     assert result["best"]["point"]["p99_ms"] <= 1000
     assert (tmp_path / "tune.png").stat().st_size > 0

@@ -12,7 +12,7 @@ A candidate's score is its best throughput among load points that meet the laten
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from controlplane.defaults import TUNE_STALL_GAIN
@@ -59,6 +59,8 @@ class Evaluation:
 
 def coordinate_search(evaluate: Callable[[Candidate], Evaluation], space: Space, budget: Budget,
                       stall_gain: float = TUNE_STALL_GAIN, max_passes: int = 3, progress: Progress | None = None) -> list[Evaluation]:
+    """One descent per value of `batching`: with batching off, delay and preferred sizes do nothing, so a single
+    descent that turned batching off early would never try them (a tree-shaped space searched branch by branch)."""
     say = progress or (lambda _m: None)
     done: dict[Candidate, Evaluation] = {}
 
@@ -68,18 +70,21 @@ def coordinate_search(evaluate: Callable[[Candidate], Evaluation], space: Space,
             say(f"{candidate.label()}: {done[candidate].score(budget):.1f} req/s under the budget")
         return done[candidate]
 
-    current = measured(space.start())
-    for number in range(max_passes):
-        before = current.score(budget)
-        for dimension in Space.DIMENSIONS:
-            for candidate in space.along(current.candidate, dimension):
-                trial = measured(candidate)
-                if trial.rank(budget) > current.rank(budget):
-                    current = trial
-        gain = (current.score(budget) - before) / before if before > 0 else (1.0 if current.score(budget) > 0 else 0.0)
-        say(f"pass {number + 1}: best {current.score(budget):.1f} req/s ({current.candidate.label()})")
-        if gain < stall_gain:
-            break
+    for batching in space.batching:
+        branch = replace(space, batching=(batching,))
+        current = measured(branch.start())
+        for number in range(max_passes):
+            before = current.score(budget)
+            for dimension in Space.DIMENSIONS:
+                for candidate in branch.along(current.candidate, dimension):
+                    trial = measured(candidate)
+                    if trial.rank(budget) > current.rank(budget):
+                        current = trial
+            gain = (current.score(budget) - before) / before if before > 0 else (1.0 if current.score(budget) > 0 else 0.0)
+            say(f"batching {'on' if batching else 'off'}, pass {number + 1}: best {current.score(budget):.1f} req/s "
+                f"({current.candidate.label()})")
+            if gain < stall_gain:
+                break
     return list(done.values())
 
 

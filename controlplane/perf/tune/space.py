@@ -80,9 +80,9 @@ class Space:
         return list(seen)
 
     def start(self) -> Candidate:
-        """Where a coordinate search begins: batching on if searched, one instance, the middle batch size,
+        """Where a coordinate search begins: the first batching value, one instance, the middle batch size,
         the smallest delay, no preferred sizes."""
-        return Candidate(min(self.instances), True in self.batching, sorted(self.max_batch_size)[len(self.max_batch_size) // 2],
+        return Candidate(min(self.instances), self.batching[0], sorted(self.max_batch_size)[len(self.max_batch_size) // 2],
                          min(self.delay_us), self.preferred[0]).canonical()
 
     def within(self, candidate: Candidate) -> Candidate:
