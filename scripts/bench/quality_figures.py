@@ -79,7 +79,11 @@ def log_tables(x: np.ndarray, y: np.ndarray, out: dict[str, np.ndarray]):
     """The prediction log's tables as the gateway writes them (scores first, the hidden layer as `hidden`)."""
     import pyarrow as pa
 
-    from controlplane.feedback.predlog import FEEDBACK_SCHEMA, PREDICTION_SCHEMA, _arrow_schema
+    from controlplane.feedback.predlog import (
+        FEEDBACK_SCHEMA,
+        PREDICTION_SCHEMA,
+        _arrow_schema,
+    )
     from controlplane.feedback.predrows import prediction_rows, rows_table
 
     ids = [f"p{i}" for i in range(len(x))]
