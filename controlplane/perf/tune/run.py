@@ -81,15 +81,18 @@ class TuneResult:
 
 
 def sweep_candidate(session: PerfSession, levels: tuple[int, ...], budget: Budget, exhaustive: bool) -> tuple[Point, ...]:
-    """Concurrency levels in order; unless `exhaustive`, stop at the first point over the budget: more clients
+    """Concurrency levels in order; unless `exhaustive`, stop at the first point over the budget twice: more clients
     only queue longer (a stop on a small gain is no saving: on a shared host one noisy step would end the sweep
     below the levels where batching pays)."""
     points: list[Point] = []
     for level in levels:
         point = session.point("concurrency", level)
-        points.append(point)
         if not exhaustive and not budget.met_by(point):
-            break
+            point = session.point("concurrency", level)  # measured again before pruning: one stall of a shared host
+            if not budget.met_by(point):                  # is not a config's limit
+                points.append(point)
+                break
+        points.append(point)
     return tuple(points)
 
 
