@@ -27,7 +27,9 @@ def _categorical(ref: np.ndarray) -> np.ndarray | None:
 def feature_quality(names: list[str], reference: np.ndarray, current: np.ndarray) -> dict:
     """Every row of the window, vectorised over the whole matrix (a million rows of 64 features in about a
     second); only the unseen-category count runs per column, and only over the categorical ones."""
-    reference, current = np.asarray(reference, dtype=float), np.asarray(current, dtype=float)
+    current = np.asarray(current)
+    current = current if current.dtype.kind == "f" else current.astype(float)  # a float32 log stays float32 (no copy)
+    reference = np.asarray(reference, dtype=current.dtype)  # rounded as the log rounds: its maximum is the log's maximum
     n = len(current)
     finite = np.isfinite(current)
     present = np.count_nonzero(finite, axis=0)  # finite values per feature
