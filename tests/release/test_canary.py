@@ -309,7 +309,8 @@ def test_a_worse_shadow_canary_with_labels_is_aborted_on_accuracy(stage):
     assert traffic.failures == 0 and set(traffic.versions) == {"1"}
     judged = run_mlctl("canary", "step", "clabel", "--json", env=env)
     assert judged.returncode == 6, judged.stdout + judged.stderr
-    assert "was aborted: automatic: accuracy 0.0% is 100.0% below stable's 100.0%" in judged.stderr
+    # on a loaded machine a p99 breach may be named beside the accuracy one; the accuracy breach must be there
+    assert "aborted" in judged.stderr and "accuracy 0.0% is 100.0% below stable's 100.0%" in judged.stderr
     state = json.loads(judged.stdout)
     assert state["status"] == "aborted" and state["decisions"][-1]["evidence"]["checks"]["accuracy"]["status"] == "breached"
     assert "accuracy" in [h for h in history(env, "clabel") if h["action"] == "canary-abort"][-1]["detail"]

@@ -423,16 +423,21 @@ def test_ctrl_c_during_a_promote_exits_130_and_reconcile_closes_it(ctx, exports)
     lifecycle(ctx).promote("sigint", v1, "production")
     env = {**os.environ, "PYTHONPATH": str(TESTS), "MLCTL_REPOSITORY": ctx.uri, "MLCTL_TARGETS_PRODUCTION": ",".join(ctx.urls)}
     state_file = Path(ctx.uri) / ".mlctl" / "channels" / "sigint.json"
+    hung = ctx.states[1].pid
     proc = subprocess.Popen([MLCTL, "promote", "sigint", str(v2), "--to", "production"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         from support import wait_until
 
         wait_until(lambda: json.loads(state_file.read_text())["pending"] is not None, 60, "the promote to record itself pending",
-                   give_up=lambda: proc.poll() is not None and "the promote exited")
+                   give_up=lambda: proc.poll() is not None and "the promote exited", poll_s=0.005)
+        # the second replica is held (SIGSTOP) so the switch cannot finish before the interrupt, however fast it is
+        os.kill(hung, signal.SIGSTOP)
+        time.sleep(0.3)  # the promote reaches the held replica
         proc.send_signal(signal.SIGINT)  # mid-switch: the replicas are loading version 2
         out, err = proc.communicate(timeout=60)
     finally:
+        os.kill(hung, signal.SIGCONT)
         proc.kill()
     assert proc.returncode == 130, err
     assert "ServerError" not in err and "failed to start" not in err
