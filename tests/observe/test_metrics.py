@@ -256,3 +256,26 @@ def test_json_events_for_actions(tmp_path, exports):
     assert (event["action"], event["model"], event["version"], event["channel"], event["outcome"], event["exit_code"]) == (
         "promote", "evented", 9, "production", "failed", 3)
     assert "evented" in event["error"]
+
+
+def test_every_gateway_and_security_series_that_rules_dashboards_and_queries_name_is_exported():
+    """A query on a name the gateway never exports matches nothing and an alert on it never fires: compare the names
+    used in the generated rules, dashboards and query definitions with what the gateway's registry exposes."""
+    import re
+    from pathlib import Path
+
+    from controlplane.feedback.gateway.metrics import GatewayMetrics
+
+    metrics = GatewayMetrics(lambda: (0, 0), lambda: {("signature_refused", "unsigned"): 1})
+    metrics.observe("predict", "m", "1", "429", 0.001)
+    metrics.auth_failures.labels("gateway", "unknown_key").inc()
+    metrics.refused_control.labels("gateway", "/v1/admin").inc()
+    metrics.rate_limited.labels("gateway", "k").inc()
+    metrics.oversized.labels("gateway", "k").inc()
+    exported = set(re.findall(r"^(\w+)[{ ]", metrics.render()[0].decode(), re.M))
+    root = Path(__file__).resolve().parents[2]
+    sources = [*root.glob("deploy/prometheus/rules/*.yml"), *root.glob("deploy/grafana/dashboards/*.json"),
+               *root.glob("controlplane/observe/metrics/*.py")]
+    named = {name for path in sources for name in re.findall(r"mlctl_(?:gateway|security)_\w+", path.read_text())}
+    queried = {name for name in named if not name.endswith(("_seconds", "_bucket"))} - {"mlctl_gateway_request_duration"}
+    assert queried and queried <= exported, sorted(queried - exported)

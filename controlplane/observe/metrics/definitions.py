@@ -33,8 +33,8 @@ FAILURE = "(sum(increase(nv_inference_request_failure{$sel}[$w])) or vector(0))"
 # Requests a model's queue policy rejected (queue full), as the gateway answered them (429). Triton 2.51 does not
 # count these in nv_inference_request_failure{reason="REJECTED"} (measured: 0 after ~17k rejects), so the
 # gateway's own counter is the source; a rejected request has no version, hence per model, not per version.
-REJECTED = 'sum by (model) (rate(mlctl_gateway_requests{route="predict",status="429"}[$w]))'
-PREDICT_REQUESTS = 'sum by (model) (rate(mlctl_gateway_requests{route="predict"}[$w]))'
+REJECTED = 'sum by (model) (rate(mlctl_gateway_requests_total{route="predict",status="429"}[$w]))'
+PREDICT_REQUESTS = 'sum by (model) (rate(mlctl_gateway_requests_total{route="predict"}[$w]))'
 
 
 def _avg_duration_ms(*names: str) -> str:
@@ -66,7 +66,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("cpu_utilization", "CPU utilisation", "ratio", "avg(nv_cpu_utilization)", per_version=False),
     Figure("cpu_memory_used_bytes", "CPU memory used", "bytes", "sum(nv_cpu_memory_used_bytes)", per_version=False),
     Figure("rejected_per_s", "Rejected requests/s (queue full, gateway, last 1m)", "req/s",
-           'sum(rate(mlctl_gateway_requests{route="predict",status="429"}[1m])) or vector(0)', per_version=False),
+           'sum(rate(mlctl_gateway_requests_total{route="predict",status="429"}[1m])) or vector(0)', per_version=False),
 )
 BY_KEY = {f.key: f for f in FIGURES}
 FAILURES_BY_REASON = "sum by (reason) (increase(nv_inference_request_failure{$sel}[$w]))"
