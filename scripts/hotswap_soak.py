@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -22,14 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from local_servers import channel_replicas, demo_load
+from local_servers import channel_replicas, demo_load, scratch_repository
 
 from controlplane.demo import digits as demo
 from controlplane.processes import group_members, rss_bytes
 from controlplane.readiness import wait_until
 from controlplane.release.lifecycle import Lifecycle
-from controlplane.store import open_store
-from controlplane.store.repository import Repository
 from controlplane.triton.server.process import stub_pids
 from controlplane.triton.targets import Targets
 
@@ -117,9 +114,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="mlctl-soak-"))
-    (work / "repo").mkdir()
-    repo = Repository(open_store(str(work / "repo")))
+    work, repo = scratch_repository("mlctl-soak-")
     v1, v2 = demo.publish_demo_versions(repo, "digits", (0, 1), work / "exports")
     demo.publish_demo_versions(repo, "neighbour", (2,), work / "exports-n")
     with channel_replicas(work / "home", repo.uri, 2, server_args=tuple(args.server_arg)) as states:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from controlplane.readiness import free_port, wait_for_port
 
 if TYPE_CHECKING:
+    from controlplane.store.repository import Repository
     from controlplane.triton.load import Load
     from controlplane.triton.server.local import ServerOptions
     from controlplane.triton.server.state import ServerState
@@ -26,6 +27,18 @@ MOTO = (
     "from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app; "
     "run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=sys.argv[2] == 'threaded')"
 )
+
+
+def scratch_repository(prefix: str) -> tuple[Path, Repository]:
+    """A work folder in the temp dir and an empty local repository in its `repo/`."""
+    import tempfile
+
+    from controlplane.store import open_store
+    from controlplane.store.repository import Repository
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    (work / "repo").mkdir()
+    return work, Repository(open_store(str(work / "repo")))
 
 
 def triton_options(repository: str, name: str, **options) -> ServerOptions:

@@ -11,17 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-from local_servers import channel_replicas, demo_load
+from local_servers import channel_replicas, demo_load, scratch_repository
 
 from controlplane.demo import digits as demo
 from controlplane.release.lifecycle import Lifecycle
-from controlplane.store import open_store
-from controlplane.store.repository import Repository
 from controlplane.triton.load import Switch, judge_switches
 from controlplane.triton.targets import Targets
 
@@ -39,9 +35,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="mlctl-switch-"))
-    (work / "repo").mkdir()
-    repo = Repository(open_store(str(work / "repo")))
+    work, repo = scratch_repository("mlctl-switch-")
     v1, v2 = demo.publish_demo_versions(repo, "digits", (0, 1), work / "exports")
     with channel_replicas(work / "home", repo.uri, args.replicas) as states:
         lifecycle = Lifecycle(repo, Targets({"production": tuple(s.grpc_url for s in states)}))

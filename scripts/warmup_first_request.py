@@ -10,19 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-from local_servers import triton_options
+from local_servers import scratch_repository, triton_options
 
 from controlplane.demo import digits as demo
 from controlplane.model.config import ServingOptions
 from controlplane.quality.reference import ReferenceSample
 from controlplane.release.lifecycle import Lifecycle
-from controlplane.store import open_store
-from controlplane.store.repository import Repository
 from controlplane.triton.client import TritonClient
 from controlplane.triton.server.local import LocalServers
 from controlplane.triton.targets import Targets
@@ -33,9 +29,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="mlctl-warmup-"))
-    (work / "repo").mkdir()
-    repo = Repository(open_store(str(work / "repo")))
+    work, repo = scratch_repository("mlctl-warmup-")
     features = np.random.default_rng(1).random((32, 64), dtype=np.float32)
     np.savez(work / "reference.npz", features=features, predicted=np.zeros(32, np.int64))
     demo.publish_demo_versions(repo, "cold", (0, 1), work / "e1", ServingOptions(warmup=False))
