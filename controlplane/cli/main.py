@@ -114,7 +114,32 @@ def run() -> None:
         app()
     except MlctlError as exc:
         sys.stderr.write(f"error: {exc}\n")
-        sys.exit(exc.exit_code)
+        _exit(exc.exit_code)
+    except SystemExit as exc:
+        _exit(exc.code)
+    _exit(0)
+
+
+def _exit(code: object) -> None:
+    """Exit with `code` once the output is flushed. Where pyarrow was loaded, the process ends with os._exit:
+    Arrow's native thread pools can abort the interpreter's own shutdown ("terminate called without an active
+    exception", SIGABRT, apache/arrow#34314) after the command's work is done, turning a success into exit 134."""
+    if isinstance(code, str):  # sys.exit("message") prints the message and exits 1
+        sys.stderr.write(code + "\n")
+        code = 1
+    status = 0 if code is None else int(code)  # type: ignore[call-overload]
+    if "pyarrow" not in sys.modules:
+        sys.exit(status)
+    import logging
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be written anyway
+            pass
+    os._exit(status)
 
 if __name__ == "__main__":
     run()
