@@ -191,17 +191,22 @@ def _read_segment(segment, columns: list[str] | None):
 
 def find_predictions(store: Store, ids: set[str]) -> dict[str, tuple[str, int | None]]:
     """Logged predictions among `ids`, over every model: id -> (model, number of classes, None when the model is
-    no classifier). Reads only the columns it needs from every prediction segment: a fallback for ids this
-    process did not issue (another replica, or before a restart), not a per-request path."""
+    no score classifier). Reads only the columns it needs from every prediction segment: a fallback for ids this
+    process did not issue (another replica, or before a restart), not a per-request path. A score classifier
+    logs one output of several scores; a model answering its class in a label output logs one value in
+    `outputs`, or more outputs beside it: its classes are not known (None)."""
     import pyarrow.parquet as pq
 
     found: dict[str, tuple[str, int | None]] = {}
     keys = [f"predictions/{k}" for k in store.list_files("predictions") if k.endswith(".parquet")]
     for key in sorted(keys, key=lambda k: k.rsplit("/", 1)[-1], reverse=True):  # newest segments first
-        table = pq.read_table(io.BytesIO(store.read_bytes(key)), columns=["prediction_id", "model", "outputs", "predicted"],
-                              filters=[("prediction_id", "in", sorted(ids))])
+        data = store.read_bytes(key)
+        names = pq.read_schema(io.BytesIO(data)).names  # an older segment has no more_outputs
+        columns = [c for c in ("prediction_id", "model", "outputs", "predicted", "more_outputs") if c in names]
+        table = pq.read_table(io.BytesIO(data), columns=columns, filters=[("prediction_id", "in", sorted(ids))])
         for row in table.to_pylist():
-            classes = len(row["outputs"]) if row["predicted"] is not None and row["outputs"] else None
+            scores = row["outputs"] or []
+            classes = len(scores) if row["predicted"] is not None and len(scores) > 1 and not row.get("more_outputs") else None
             if row["prediction_id"] not in found or classes is not None:
                 found[row["prediction_id"]] = (row["model"], classes)
         if len(found) == len(ids) and all(v[1] is not None for v in found.values()):

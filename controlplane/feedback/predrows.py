@@ -5,8 +5,10 @@ only when a segment is written (one vectorised conversion per flush, not a dict 
     rows_table([...], schema)    one Arrow table for many requests' rows (pure)
 
 The first input and output are the `features` and `outputs` columns (float32; the outputs are the scores the
-estimate calibrates). The other outputs (an embedding, say) go to `more_outputs`, a map from output name to
-float32 values; an output wider than `defaults.LOG_OUTPUT_MAX_VALUES` values per row is not logged.
+estimate calibrates). `predicted` is the arg-max of a score classifier's outputs, or the class a model answers
+itself in its one integer output of one value per row (a pipeline's post step answering the digit). The other
+outputs (an embedding, say) go to `more_outputs`, a map from output name to float32 values; an output wider
+than `defaults.LOG_OUTPUT_MAX_VALUES` values per row is not logged.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class PredictionRows:
     status: str
     time_s: float  # seconds since the epoch
     more: dict[str, np.ndarray] | None = None  # the outputs after the first, by name, (rows, ...) each
+    labels: np.ndarray | None = None  # (rows,) the class the model answered itself (its one integer label output)
 
     @property
     def count(self) -> int:
@@ -41,8 +44,9 @@ class PredictionRows:
 
 
 def prediction_rows(model: str, version: str, ids, features, outputs, classifier: bool, latency_ms: float,
-                    status: str, more: dict[str, np.ndarray] | None = None) -> PredictionRows:
-    return PredictionRows(model, version, tuple(ids), features, outputs, classifier, latency_ms, status, time.time(), more)
+                    status: str, more: dict[str, np.ndarray] | None = None, labels: np.ndarray | None = None) -> PredictionRows:
+    return PredictionRows(model, version, tuple(ids), features, outputs, classifier, latency_ms, status, time.time(), more,
+                          labels)
 
 
 def _matrix(array: np.ndarray | None, rows: int) -> np.ndarray:
@@ -95,7 +99,11 @@ def _map_column(batches: list[PredictionRows]):
 
 
 def _predicted(rows: PredictionRows, outputs: np.ndarray) -> np.ndarray:
-    """The arg-max class per row, -1 where there is none (no classifier, no answer, or a non-finite score)."""
+    """The class per row: the model's own label, or the arg-max of its scores; -1 where there is none (no
+    classifier, no answer, a non-finite score, or a negative label)."""
+    if rows.labels is not None:
+        labels = np.asarray(rows.labels).reshape(rows.count).astype(np.int64)
+        return np.where(labels >= 0, labels, -1)
     if not rows.classifier or outputs.shape[1] == 0:
         return np.full(rows.count, -1, dtype=np.int64)
     finite = np.isfinite(outputs).all(axis=1)

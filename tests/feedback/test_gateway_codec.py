@@ -148,3 +148,39 @@ def test_the_non_finite_check_names_the_row_and_lets_big_finite_values_through()
     big[2, 1] = np.nan
     with pytest.raises(HTTPException, match="row 2 holds nan"):
         checked("m", info, {"x": big}, 400)
+
+
+def test_a_model_answering_its_class_in_one_integer_output_has_that_class_in_the_answer_and_the_log(tmp_path):
+    """A pipeline's post step answering the digit (and its confidence): the digit is the class, as the arg-max is a
+    score classifier's; its feedback labels are not held to a number of classes it does not declare."""
+    import orjson
+
+    from controlplane.feedback.gateway.answer import answer_body, classes_of, label_output, log_rows
+    from controlplane.feedback.predlog import PredictionLog, find_predictions
+    from controlplane.model.signature import Signature, parse_tensor_spec
+    from controlplane.store import open_store
+
+    def signature(*outputs: str, batch: int = 8) -> Signature:
+        return Signature((parse_tensor_spec("raw:uint8:8"),), tuple(parse_tensor_spec(o) for o in outputs), batch)
+
+    labelled = signature("digit:int64:1", "confidence:float32:1")
+    assert classes_of(labelled) is None and label_output(labelled) == "digit"
+    assert label_output(signature("digit:uint8:", batch=0)) == "digit"
+    for other in (("scores:float32:3",), ("a:int64:1", "b:int32:1"), ("digits:int64:2",), ("tag:float32:1",)):
+        assert label_output(signature(*other)) is None, other
+    raw = np.zeros((3, 8), np.uint8)
+    outputs = {"digit": np.array([[7], [2], [-1]], np.int64), "confidence": np.array([[0.9], [0.8], [0.1]], np.float32)}
+    body = orjson.loads(answer_body("p", "1", labelled, outputs, ["a", "b", "c"], 1.0))
+    assert [p["predicted_class"] for p in body["predictions"][:2]] == [7, 2] and "probabilities" not in body["predictions"][0]
+    rows = log_rows("p", "1", labelled, {"raw": raw}, outputs, ["a", "b", "c"], 1.0, "ok")
+    assert [r["predicted"] for r in rows_table([rows]).to_pylist()] == [7, 2, None]  # a negative label is no class
+    unbatched = signature("digit:int32:", batch=0)
+    assert log_rows("p", "1", unbatched, {"raw": raw[0]}, {"digit": np.array(4, np.int32)}, ["d"], 1.0, "ok").records()[0]["predicted"] == 4
+    store = open_store(str(tmp_path / "log"))
+    log = PredictionLog(store)
+    log.predictions("p").append(rows)
+    scores = signature("scores:float32:3")
+    log.predictions("m").append(log_rows("m", "1", scores, {"raw": raw[:1]}, {"scores": np.array([[0.1, 0.7, 0.2]], np.float32)},
+                                         ["s"], 1.0, "ok"))
+    log.close()
+    assert find_predictions(store, {"a", "s"}) == {"a": ("p", None), "s": ("m", 3)}  # labels of p are not range-checked

@@ -92,6 +92,16 @@ def test_shadow_answers_count_for_labels(tmp_path):
     assert (arms["canary"]["requests"], arms["canary"]["labelled"], arms["canary"]["correct"]) == (6, 6, 3)
 
 
+def test_labels_on_answers_without_a_class_leave_the_accuracy_not_made():
+    """A model answering neither one score vector nor one integer label: its labelled answers are not 0 % right."""
+    unclassed = {"stable": {**arm(400, labelled=60), "classified": 0}, "canary": {**arm(400, labelled=60), "classified": 0}}
+    verdict, evidence = judge(unclassed, CanaryPolicy())
+    accuracy = evidence["checks"]["accuracy"]
+    assert verdict == "pass" and accuracy["status"] == "not made" and accuracy["gap"] == "classes"
+    assert "no predicted class in the labelled answers of canary and stable" in accuracy["detail"]
+    assert promotion_gap(evidence, allow_unlabelled=False).startswith("accuracy not made: no predicted class")
+
+
 def test_state_transitions_and_document_round_trip():
     state = CanaryState.begin("m", "production", 1, 2, (10.0, 50.0), 60.0, CanaryPolicy(min_labels=5), shadow=True)
     assert state.running and state.automatic and not state.at_last_step and not state.allow_unlabelled

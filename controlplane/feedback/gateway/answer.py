@@ -43,6 +43,16 @@ def classes_of(signature: Signature) -> int | None:
     return None
 
 
+def label_output(signature: Signature) -> str | None:
+    """The output that answers the class itself: the one integer output of one value per row (dims () or (1,)),
+    as a pipeline's post step answering the digit does; None for a score classifier (its class is the arg-max)
+    and for a model with no such output, or with several."""
+    if classes_of(signature) is not None:
+        return None
+    found = [o.name for o in signature.outputs if o.dtype.startswith(("int", "uint")) and o.dims in ((), (1,))]
+    return found[0] if len(found) == 1 else None
+
+
 def first_non_finite(signature: Signature, arrays: dict[str, np.ndarray]) -> str | None:
     """Where the first NaN or infinity of the inputs is ("input 'x' row 3 holds nan"); None when all are finite."""
     for spec in signature.inputs:
@@ -61,6 +71,7 @@ def answer_body(model: str, version: str, signature: Signature, outputs: dict[st
                 latency_ms: float) -> bytes:
     """The client's answer as strict JSON bytes: orjson writes NaN and infinities as null."""
     classifier = classes_of(signature) is not None
+    label = label_output(signature)
     predictions = []
     for row, prediction_id in enumerate(ids):
         values = _row(signature, outputs, row)
@@ -69,6 +80,8 @@ def answer_body(model: str, version: str, signature: Signature, outputs: dict[st
             scores = next(iter(values.values()))
             entry["predicted_class"] = predicted_class(scores)
             entry["probabilities"] = scores
+        elif label is not None and label in values:
+            entry["predicted_class"] = int(np.asarray(values[label]).reshape(-1)[0])
         predictions.append(entry)
     body = {"model": model, "version": version, "latency_ms": round(latency_ms, 3), "predictions": predictions}
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -77,17 +90,22 @@ def answer_body(model: str, version: str, signature: Signature, outputs: dict[st
 def log_rows(model: str, version: str, signature: Signature, arrays: dict[str, np.ndarray] | None,
              outputs: dict[str, np.ndarray] | None, ids: list[str], latency_ms: float, status: str) -> PredictionRows:
     """A request's rows for the prediction log: the first input as features, the first output, the other outputs
-    by name (an embedding: kept or not at flush), the class (at flush). No outputs: a request that got no answer;
-    no arrays: one that failed before it had rows."""
+    by name (an embedding: kept or not at flush), the class (at flush: the arg-max of a score classifier, or the
+    model's own label output). No outputs: a request that got no answer; no arrays: one that failed before it had
+    rows."""
     first_in = None if arrays is None else arrays[signature.inputs[0].name]
     first_out = None if outputs is None else outputs[signature.outputs[0].name]
     more = None if outputs is None else {s.name: outputs[s.name] for s in signature.outputs[1:] if s.name in outputs}
+    label = label_output(signature)
+    labels = None  # a label output of another size (a Python step is not held to its config) gives no class
+    if outputs is not None and label in outputs and outputs[label].size == len(ids):
+        labels = outputs[label].reshape(len(ids))
     if not signature.batched:
         first_in = None if first_in is None else first_in[np.newaxis]
         first_out = None if first_out is None else first_out[np.newaxis]
         more = None if more is None else {name: array[np.newaxis] for name, array in more.items()}
     return prediction_rows(model, version, ids, first_in, first_out, classes_of(signature) is not None, latency_ms, status,
-                           more or None)
+                           more or None, labels)
 
 
 def log_records(model: str, version: str, signature: Signature, arrays: dict[str, np.ndarray], outputs: dict[str, np.ndarray],

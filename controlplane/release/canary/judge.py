@@ -71,6 +71,10 @@ def check_accuracy(stable: dict, canary: dict, policy: CanaryPolicy) -> dict:
     if canary["labelled"] < policy.min_labels or stable["labelled"] < policy.min_labels:
         return _check(NOT_MADE, f"{canary['labelled']} of {policy.min_labels} labels on the canary, {stable['labelled']} of "
                                 f"{policy.min_labels} on stable", gap="labels", **counts)
+    unclassed = [name for name, arm in (("canary", canary), ("stable", stable)) if arm.get("classified", arm["labelled"]) == 0]
+    if unclassed:  # labels, but no answer to compare them with: not a 0 % accuracy
+        return _check(NOT_MADE, f"no predicted class in the labelled answers of {' and '.join(unclassed)} (the model answers "
+                                f"neither one score vector nor one integer label per row)", gap="classes", **counts)
     s_acc, c_acc = stable["correct"] / stable["labelled"], canary["correct"] / canary["labelled"]
     drop = s_acc - c_acc
     figures = {**counts, "basis": "realised", "accuracy_canary": c_acc, "accuracy_stable": s_acc, "drop": drop}
@@ -164,6 +168,7 @@ def arms_from_log(predictions, feedback, model: str, stable: int, canary: int, s
             "errors": len(rows) - len(answered),
             "latencies_ms": [table["latency_ms"][i] for i in answered],
             "labelled": len(labelled),
+            "classified": sum(1 for i in labelled if table["predicted"][i] is not None),
             "correct": sum(1 for i in labelled if table["label"][i] == table["predicted"][i]),
         }
     return arms
