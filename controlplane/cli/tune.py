@@ -38,6 +38,7 @@ def tune(
     instances: Annotated[str, typer.Option(help="Instance counts to search.")] = "1,2",
     max_batch: Annotated[str, typer.Option(help="Max batch sizes to search (capped at the model's).")] = "8,32,64",
     delays_us: Annotated[str, typer.Option(help="Dynamic-batching delays (us) to search.")] = "0,200,1000,4000",
+    instance_kind: Annotated[str, typer.Option(help="Instance kinds to search on a GPU target (gpu, cpu) [default: as published].")] = "",
     window_s: Annotated[float, typer.Option("--window-s", help="Measurement window, seconds.")] = 0.5,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the throughput/p99 figure to this PNG.")] = None,
     apply: Annotated[bool, typer.Option("--apply", help="Make the best config a config revision of --to CHANNEL.")] = False,
@@ -45,7 +46,7 @@ def tune(
     reason: Annotated[str, typer.Option(help="Why, for the audit history.")] = "",
     json: Json = False,
 ) -> None:
-    """Search instance count, max batch size, batching delay, preferred batch sizes and batching off; print the
+    """Search instance kind and count, max batch size, batching delay, preferred batch sizes and batching off; print the
     Pareto table (throughput vs p99) and the best config under the budget."""
     from controlplane.cli.lifecycle import lifecycle
     from controlplane.errors import CheckFailedError, UsageError
@@ -60,7 +61,8 @@ def tune(
     if p99_ms <= 0 or min_throughput < 0:
         raise UsageError("--p99-ms must be positive and --min-throughput not negative")
     plan = TunePlan(Budget(p99_ms, min_throughput),
-                    Space(_ints(instances, "--instances"), (True, False), _ints(max_batch, "--max-batch"), _ints(delays_us, "--delays-us")),
+                    Space(_ints(instances, "--instances"), (True, False), _ints(max_batch, "--max-batch"), _ints(delays_us, "--delays-us"),
+                          instance_kind=tuple(k.strip() for k in instance_kind.split(",") if k.strip()) or ("",)),
                     _ints(concurrency, "--concurrency"), WindowPolicy(seconds=window_s), search)
     lc = lifecycle(ctx)
     if apply:

@@ -130,3 +130,33 @@ def test_coordinate_search_stays_in_the_space():
 
     coordinate_search(worse_with_batching, space, Budget(10))
     assert set(seen) == set(space.grid()) and len(seen) == 3  # both branches, each config once
+
+
+def test_instance_kind_is_searched_only_where_the_space_names_it():
+    from controlplane.model.config import ServingOptions, build_config
+    from controlplane.model.signature import Signature, TensorSpec
+
+    assert {c.instance_kind for c in Space().grid()} == {""}  # as published: a CPU host searches what it did
+    space = Space(instances=(1,), batching=(True,), max_batch_size=(8,), delay_us=(0,), preferred=("none",), instance_kind=("gpu", "cpu"))
+    assert [c.instance_kind for c in space.grid()] == ["gpu", "cpu"] and space.start().instance_kind == "gpu"
+    base = build_config("m", "torchscript", Signature((TensorSpec("x", "float16", (4,)),), (TensorSpec("y", "float16", (2,)),), 64),
+                        ServingOptions(instance_kind="gpu"))
+    assert apply_candidate(base, Candidate(2)).instance_group[0].kind == base.instance_group[0].kind  # "" keeps it
+    cpu = apply_candidate(base, Candidate(2, instance_kind="cpu")).instance_group[0]
+    assert cpu.count == 2 and type(cpu).Kind.Name(cpu.kind) == "KIND_CPU"
+    assert Candidate(3, instance_kind="gpu").label().startswith("inst 3 gpu")
+    assert Candidate.from_dict({"instances": 2}).instance_kind == ""  # revisions written before kinds read back
+    with pytest.raises(UsageError):
+        Space(instance_kind=("tpu",))
+
+
+def test_coordinate_search_begins_at_a_given_start_and_stops_at_its_limit():
+    space, budget = Space(), Budget(p99_ms=4.5)
+    start = Candidate(2, True, 64, 200, "none")
+    seen: list[Candidate] = []
+    coordinate_search(lambda c: seen.append(c) or surface(c), space, budget, start=start)
+    assert seen[0] == start
+    limited: list[Candidate] = []
+    found = coordinate_search(lambda c: limited.append(c) or surface(c), space, budget, start=start, stop=lambda n: n >= 4)
+    assert len(found) == len(limited) == 4 and limited == seen[:4]
+    assert len(grid_search(surface, space, budget, stop=lambda n: n >= 3)) == 3

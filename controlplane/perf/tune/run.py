@@ -41,6 +41,13 @@ class TunePlan:
     policy: WindowPolicy = field(default_factory=lambda: WindowPolicy(seconds=0.5))
     search: str = "coordinate"
     rows: int = 1
+    start: Candidate | None = None  # where the coordinate descent begins [default: the space's start]
+    max_seconds: float | None = None  # no new config is tried after this long (the one in progress finishes)
+    max_configs: int | None = None
+
+    def limit_reached(self, started: float, measured: int) -> bool:
+        return ((self.max_configs is not None and measured >= self.max_configs)
+                or (self.max_seconds is not None and time.monotonic() - started >= self.max_seconds))
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ class TuneResult:
     evaluations: tuple[Evaluation, ...]
     best: Evaluation | None
     wall_s: float
+    stopped_at_limit: bool = False  # a time or config limit ended the search before it converged
 
     def best_point(self) -> Point | None:
         return self.best.best_point(self.budget) if self.best else None
@@ -69,7 +77,7 @@ class TuneResult:
         return {
             "model": self.model, "version": self.version, "search": self.search, "wall_s": round(self.wall_s, 1),
             "budget": {"p99_ms": self.budget.p99_ms, "min_throughput": self.budget.min_throughput},
-            "configs_tried": len(self.evaluations),
+            "configs_tried": len(self.evaluations), "stopped_at_limit": self.stopped_at_limit,
             "load_points": sum(len(e.points) for e in self.evaluations),
             "baseline": self.baseline.to_dict(),
             "best": None if self.best is None else {"config": self.best.candidate.to_dict(), "point": point.to_dict()},
@@ -142,10 +150,17 @@ def tune(repo: Repository, model: str, version: int, plan: TunePlan, home: Path,
                 session = session or PerfSession(grpc_url, model, inputs, str(version), plan.policy)
                 return Evaluation(candidate, sweep_candidate(session, plan.levels, plan.budget, plan.search == "grid"))
 
+            stopped = False
+
+            def stop(measured: int) -> bool:
+                nonlocal stopped
+                stopped = stopped or plan.limit_reached(started, measured)
+                return stopped
+
             if plan.search == "grid":
-                evaluations = grid_search(evaluate, space, plan.budget, say)
+                evaluations = grid_search(evaluate, space, plan.budget, say, stop=stop)
             else:
-                evaluations = coordinate_search(evaluate, space, plan.budget, progress=say)
+                evaluations = coordinate_search(evaluate, space, plan.budget, progress=say, start=plan.start, stop=stop)
         finally:
             if session is not None:
                 session.close()
@@ -153,4 +168,4 @@ def tune(repo: Repository, model: str, version: int, plan: TunePlan, home: Path,
                 replica.unload(model)
             replica.close()
     return TuneResult(model, version, plan.budget, plan.search, candidate_of(base), tuple(evaluations),
-                      best_of(evaluations, plan.budget), time.monotonic() - started)
+                      best_of(evaluations, plan.budget), time.monotonic() - started, stopped)

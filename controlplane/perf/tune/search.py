@@ -2,11 +2,15 @@
 
 - `coordinate_search`: from a start, try every value of one dimension with the others fixed, keep the best,
   move to the next dimension; passes repeat until one gains less than `stall_gain`. Each candidate is measured
-  once (a cache), so later passes cost only what is new.
+  once (a cache), so later passes cost only what is new. It may begin at a given candidate (e.g. the settings the
+  model is published with) instead of the space's own start.
 - `grid_search`: every candidate of the space: the reference a search is judged against.
 
 A candidate's score is its best throughput among load points that meet the latency budget with no errors
 (0 when none does, or when it is under the throughput floor).
+
+Both take `stop(measured) -> bool`, asked before each new candidate: when it says so (a time or count limit), the
+search ends and returns what it has measured.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ from controlplane.defaults import TUNE_STALL_GAIN
 from controlplane.perf.tune.space import Candidate, Space
 
 Progress = Callable[[str], None]
+Stop = Callable[[int], bool]
+
+
+class _Stopped(Exception):
+    """The search's `stop` said so: end it with what is measured."""
 
 
 class LoadPoint(Protocol):
@@ -58,41 +67,53 @@ class Evaluation:
 
 
 def coordinate_search(evaluate: Callable[[Candidate], Evaluation], space: Space, budget: Budget,
-                      stall_gain: float = TUNE_STALL_GAIN, max_passes: int = 3, progress: Progress | None = None) -> list[Evaluation]:
+                      stall_gain: float = TUNE_STALL_GAIN, max_passes: int = 3, progress: Progress | None = None,
+                      start: Candidate | None = None, stop: Stop | None = None) -> list[Evaluation]:
     """One descent per value of `batching`: with batching off, delay and preferred sizes do nothing, so a single
-    descent that turned batching off early would never try them (a tree-shaped space searched branch by branch)."""
+    descent that turned batching off early would never try them (a tree-shaped space searched branch by branch).
+    `start` begins the descent of its own batching value (the other branch begins at the space's start)."""
     say = progress or (lambda _m: None)
     done: dict[Candidate, Evaluation] = {}
 
     def measured(candidate: Candidate) -> Evaluation:
         if candidate not in done:
+            if stop is not None and stop(len(done)):
+                raise _Stopped
             done[candidate] = evaluate(candidate)
             say(f"{candidate.label()}: {done[candidate].score(budget):.1f} req/s under the budget")
         return done[candidate]
 
-    for batching in space.batching:
-        branch = replace(space, batching=(batching,))
-        current = measured(branch.start())
-        for number in range(max_passes):
-            before = current.score(budget)
-            for dimension in Space.DIMENSIONS:
-                for candidate in branch.along(current.candidate, dimension):
-                    trial = measured(candidate)
-                    if trial.rank(budget) > current.rank(budget):
-                        current = trial
-            gain = (current.score(budget) - before) / before if before > 0 else (1.0 if current.score(budget) > 0 else 0.0)
-            say(f"batching {'on' if batching else 'off'}, pass {number + 1}: best {current.score(budget):.1f} req/s "
-                f"({current.candidate.label()})")
-            if gain < stall_gain:
-                break
+    branches = sorted(space.batching, key=lambda b: start is None or b != start.batching)  # the start's branch first
+    try:
+        for batching in branches:
+            branch = replace(space, batching=(batching,))
+            first = branch.within(start) if start is not None and start.batching == batching else branch.start()
+            current = measured(first)
+            for number in range(max_passes):
+                before = current.score(budget)
+                for dimension in Space.DIMENSIONS:
+                    for candidate in branch.along(current.candidate, dimension):
+                        trial = measured(candidate)
+                        if trial.rank(budget) > current.rank(budget):
+                            current = trial
+                gain = (current.score(budget) - before) / before if before > 0 else (1.0 if current.score(budget) > 0 else 0.0)
+                say(f"batching {'on' if batching else 'off'}, pass {number + 1}: best {current.score(budget):.1f} req/s "
+                    f"({current.candidate.label()})")
+                if gain < stall_gain:
+                    break
+    except _Stopped:
+        say(f"search stopped at its limit after {len(done)} configs")
     return list(done.values())
 
 
 def grid_search(evaluate: Callable[[Candidate], Evaluation], space: Space, budget: Budget,
-                progress: Progress | None = None) -> list[Evaluation]:
+                progress: Progress | None = None, stop: Stop | None = None) -> list[Evaluation]:
     say = progress or (lambda _m: None)
-    evaluations = []
+    evaluations: list[Evaluation] = []
     for candidate in space.grid():
+        if stop is not None and stop(len(evaluations)):
+            say(f"search stopped at its limit after {len(evaluations)} configs")
+            break
         evaluations.append(evaluate(candidate))
         say(f"{candidate.label()}: {evaluations[-1].score(budget):.1f} req/s under the budget")
     return evaluations

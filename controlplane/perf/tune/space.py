@@ -1,6 +1,11 @@
-"""The serving settings tune searches, as values (pure): a Candidate is one setting of instance count, dynamic
-batching on or off, max batch size, batching delay and preferred batch sizes; `apply_candidate` writes one into
-a model config."""
+"""The serving settings tune searches, as values (pure): a Candidate is one setting of instance kind and count,
+dynamic batching on or off, max batch size, batching delay and preferred batch sizes; `apply_candidate` writes one
+into a model config.
+
+Instance kind: "" (the default space's only value) keeps the kind the model was published with, so a tune on a
+CPU host searches what it always did. On a GPU target a space may hold "gpu" and "cpu" (a small model can serve
+as well from CPU instances and leave the GPU to others), or "gpu" alone: a model sized for the GPU takes seconds
+per request on CPU instances, so each CPU candidate would only spend the search's time to fail the budget."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from controlplane.errors import UsageError
 
 PREFERRED = ("none", "max", "halves")  # no preferred sizes; [max]; [max/2, max]
+KINDS = ("", "cpu", "gpu")  # "": as published
 
 
 @dataclass(frozen=True)
@@ -18,6 +24,7 @@ class Candidate:
     max_batch_size: int = 8
     delay_us: int = 0
     preferred: str = "none"
+    instance_kind: str = ""
 
     def canonical(self) -> Candidate:
         """Settings that make no difference are fixed: without dynamic batching, delay and preferred sizes do
@@ -30,10 +37,11 @@ class Candidate:
         return (self.max_batch_size,) if self.preferred == "max" else tuple(sorted({max(1, self.max_batch_size // 2), self.max_batch_size}))
 
     def label(self) -> str:
+        instances = f"inst {self.instances}{f' {self.instance_kind}' if self.instance_kind else ''}"
         if not self.batching:
-            return f"inst {self.instances}, batching off, max {self.max_batch_size}"
+            return f"{instances}, batching off, max {self.max_batch_size}"
         sizes = ",".join(map(str, self.preferred_sizes())) or "-"
-        return f"inst {self.instances}, max {self.max_batch_size}, delay {self.delay_us} us, pref {sizes}"
+        return f"{instances}, max {self.max_batch_size}, delay {self.delay_us} us, pref {sizes}"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "preferred_batch_sizes": list(self.preferred_sizes())}
@@ -51,8 +59,9 @@ class Space:
     max_batch_size: tuple[int, ...] = (8, 32, 64)
     delay_us: tuple[int, ...] = (0, 200, 1000, 4000)
     preferred: tuple[str, ...] = ("none", "halves")
+    instance_kind: tuple[str, ...] = ("",)
 
-    DIMENSIONS = ("batching", "instances", "max_batch_size", "delay_us", "preferred")
+    DIMENSIONS = ("batching", "instance_kind", "instances", "max_batch_size", "delay_us", "preferred")
 
     def __post_init__(self) -> None:
         if not all(getattr(self, d) for d in self.DIMENSIONS):
@@ -62,6 +71,8 @@ class Space:
         unknown = set(self.preferred) - set(PREFERRED)
         if unknown:
             raise UsageError(f"preferred batch sizes {sorted(unknown)} are not among {', '.join(PREFERRED)}")
+        if set(self.instance_kind) - set(KINDS):
+            raise UsageError(f"instance kinds {sorted(set(self.instance_kind) - set(KINDS))} are not among cpu, gpu")
 
     def capped(self, model_max_batch: int) -> Space:
         """Max batch sizes within the model's own (its published contract); the model's own when none fits."""
@@ -72,18 +83,19 @@ class Space:
         """Every distinct candidate (settings that make no difference counted once)."""
         seen: dict[Candidate, None] = {}
         for b in self.batching:
-            for i in self.instances:
-                for m in self.max_batch_size:
-                    for d in self.delay_us:
-                        for p in self.preferred:
-                            seen.setdefault(Candidate(i, b, m, d, p).canonical())
+            for k in self.instance_kind:
+                for i in self.instances:
+                    for m in self.max_batch_size:
+                        for d in self.delay_us:
+                            for p in self.preferred:
+                                seen.setdefault(Candidate(i, b, m, d, p, k).canonical())
         return list(seen)
 
     def start(self) -> Candidate:
-        """Where a coordinate search begins: the first batching value, one instance, the middle batch size,
-        the smallest delay, no preferred sizes."""
+        """Where a coordinate search begins: the first batching value and instance kind, one instance, the middle
+        batch size, the smallest delay, no preferred sizes."""
         return Candidate(min(self.instances), self.batching[0], sorted(self.max_batch_size)[len(self.max_batch_size) // 2],
-                         min(self.delay_us), self.preferred[0]).canonical()
+                         min(self.delay_us), self.preferred[0], self.instance_kind[0]).canonical()
 
     def within(self, candidate: Candidate) -> Candidate:
         """The candidate with any setting outside the space (a delay of 0 kept from batching off) set to the
@@ -122,11 +134,17 @@ def apply_candidate(base, candidate: Candidate):
         config.instance_group.add()
     del config.instance_group[1:]
     config.instance_group[0].count = candidate.instances
+    if candidate.instance_kind:
+        group = config.instance_group[0]
+        group.kind = type(group).Kind.Value(f"KIND_{candidate.instance_kind.upper()}")
+        if candidate.instance_kind == "cpu":
+            group.ClearField("gpus")
     return config
 
 
 def candidate_of(config) -> Candidate:
-    """The settings a model config has now (the baseline a tune compares against)."""
+    """The settings a model config has now (the baseline a tune compares against; its instance kind is "", as
+    published)."""
     batching = config.HasField("dynamic_batching")
     sizes = tuple(config.dynamic_batching.preferred_batch_size) if batching else ()
     preferred = "none" if not sizes else ("max" if sizes == (config.max_batch_size,) else "halves")
