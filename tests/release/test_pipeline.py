@@ -438,3 +438,65 @@ def test_metrics_and_monitor_read_a_pipeline_like_a_model(pipeline_repo, qa):
     # the logged raw inputs against the reference's: 8 features compared (RAW alone is far from the reference)
     assert v1["data_drift"].get("not_made") is None and len(v1["data_drift"]["features"]) == 8, v1["data_drift"]
 
+
+
+LABEL_POST = '''import numpy as np
+INPUTS = ["y:float32:4"]
+OUTPUTS = ["label:int64:1", "confidence:float32:1"]
+def process(inputs):
+    y = inputs["y"]
+    return {"label": y.argmax(axis=1).reshape(-1, 1).astype(np.int64), "confidence": y.max(axis=1, keepdims=True)}
+'''
+
+
+def test_a_pipeline_answering_a_label_is_judged_on_feedback_labels_and_its_canary_promotes(pipeline_repo, qa):
+    """A post step answering the class itself (one integer per row): the gateway logs it as the predicted class, so
+    feedback labels give the monitor's accuracy and the canary's, and a canary of the pipeline promotes on them."""
+    from support import ADMIN_KEY, call, run_mlctl, wait_until
+
+    from controlplane.release.canary import Canaries, CanaryPolicy
+
+    repo, modules, work = pipeline_repo
+    (work / "post_label.py").write_text(LABEL_POST)
+    for k in (1, 2):
+        publish_pipeline(repo, "plabel", "lin", k, work / "pre1.py", work / "post_label.py", {"note": f"label v{k}"})
+    qa["lc"].promote("plabel", 1, "qa", reason="stable")
+    raw = np.random.default_rng(3).integers(0, 256, (8, 8)).astype(np.uint8)
+    expected = {"1": _answers(modules[1], raw, pre=1).tolist(), "2": _answers(modules[2], raw, pre=1).tolist()}
+
+    def send(requests: int, wrong_every: int = 0) -> dict[str, int]:
+        """Requests of 8 rows, each row labelled with its answered class (every `wrong_every`-th with another)."""
+        versions: dict[str, int] = {}
+        for _ in range(requests):
+            status, body = call(qa["url"], "/v1/models/plabel/predict", {"inputs": {"raw": raw.tolist()}}, key=ADMIN_KEY)
+            assert status == 200, body
+            classes = [p["predicted_class"] for p in body["predictions"]]
+            assert classes == expected[body["version"]] and "probabilities" not in body["predictions"][0]
+            versions[body["version"]] = versions.get(body["version"], 0) + 1
+            feedback = [{"prediction_id": p["prediction_id"], "label": c + (9 if wrong_every and i % wrong_every == 0 else 0)}
+                        for i, (p, c) in enumerate(zip(body["predictions"], classes))]
+            status, body = call(qa["url"], "/v1/feedback", {"feedback": feedback}, key=ADMIN_KEY)
+            assert status == 202, body
+        return versions
+
+    send(5, wrong_every=4)  # 40 rows, 10 of them labelled with another class (labels are not held to a range)
+    time.sleep(0.6)  # the gateway flushes its log every 0.3 s
+    report = run_mlctl("-r", repo.uri, "monitor", "report", "plabel", "--log", str(qa["log"]), "--window", "1h", "--json")
+    assert report.returncode == 0, report.stderr
+    v1 = json.loads(report.stdout)["versions"]["1"]
+    assert (v1["labelled"], v1["quality"]["accuracy"]) == (40, 0.75), v1["quality"]
+
+    canaries = Canaries(qa["lc"], open_store(str(qa["log"])))
+    canaries.start("plabel", 2, "qa", (50.0,), 0.0, CanaryPolicy(min_requests=16, min_labels=16))
+    wait_until(lambda: "2" in send(1), 10, "the gateway routing to the canary")  # it re-reads the canary state every second
+    answered = {"1": 0, "2": 0}
+    deadline = time.monotonic() + 30
+    while min(answered.values()) < 3 and time.monotonic() < deadline:  # 24 labelled rows on each arm
+        for version, count in send(2).items():
+            answered[version] += count
+    time.sleep(0.6)  # flushed
+    state = canaries.step("plabel")
+    accuracy = state.decisions[-1]["evidence"]["checks"]["accuracy"]
+    assert state.status == "promoted", state.decisions[-1]
+    assert (accuracy["status"], accuracy["accuracy_canary"]) == ("passed", 1.0) and accuracy["labelled_canary"] >= 16
+    assert qa["lc"].status("plabel")["channels"]["qa"]["version"] == 2
