@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmark as one prepared command for a lent H100/H200 (at most ~8 minutes).
+# `gpu.sh --tune [options]` runs scripts/bench/gpu_tune.py instead: mlctl tune on the same model (~6 minutes).
 # Needs, carried beside the working tree (see docs/benchmarks.md for how they are made):
 #   .gpu/triton-server.tar.xz  tritonserver, the Python backend and its 3.12 stub, and their libraries,
 #                              taken from the nvidia-pytriton 0.7.0 wheel
@@ -16,4 +17,6 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .wh
 IMAGE_SITE=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 printf '%s\n%s\n%s\n' "$PWD" /tmp/mlctl-triton "$IMAGE_SITE" > "$SITE/mlctl-gpu.pth"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/nvidia-smi.txt"
-exec /tmp/mlctl-venv/bin/python scripts/bench/gpu_bench.py --out "$OUT" "$@"
+SCRIPT=scripts/bench/gpu_bench.py
+if [ "${1:-}" = --tune ]; then SCRIPT=scripts/bench/gpu_tune.py; shift; fi
+exec /tmp/mlctl-venv/bin/python "$SCRIPT" --out "$OUT" "$@"
