@@ -2,15 +2,22 @@
 
 Trains the digits classifier for a few seconds, exports and publishes it, publishes the pipeline around it with a
 reference of raw test pixels (for `mlctl monitor` and `mlctl gate`), serves it on a local Triton and sends it raw
-bytes. Run from the repository root:
+bytes; then sends them again through `mlctl gateway serve`, each answer's true digit back as a feedback label, and
+reads the monitor's accuracy from those labels (the digit the post step answers is the logged class). Run from
+the repository root:
 
     .venv/bin/python examples/digits_pipeline/end_to_end.py [WORKDIR]
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +26,9 @@ from controlplane.demo.digits import load_digits_split, predict, train_classifie
 from controlplane.export.exporter import ExportRequest, export_model
 from controlplane.model.config import ServingOptions
 from controlplane.model.signature import parse_tensor_spec
+from controlplane.quality.monitor import MonitorOptions, load_report
 from controlplane.quality.reference import ReferenceSample
-from controlplane.readiness import free_port
+from controlplane.readiness import free_port, wait_until
 from controlplane.release.pipeline import switch_pipeline
 from controlplane.store import open_store
 from controlplane.store.pipelines import publish_pipeline
@@ -30,6 +38,40 @@ from controlplane.triton.replicas import Replica
 from controlplane.triton.server.local import LocalServers, ServerOptions
 
 HERE = Path(__file__).resolve().parent
+KEY = "example-admin-key"  # the gateway's admin key: predict and feedback
+
+
+def post(url: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", "X-API-Key": KEY})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def through_gateway(grpc_url: str, repo: Repository, log: Path, raw: np.ndarray, labels: np.ndarray) -> dict:
+    """Raw bytes through `mlctl gateway serve` (JSON), each answer's true digit sent back as feedback; the monitor
+    report of the pipeline's log (what `mlctl monitor report digits_pipeline --log LOG` prints) for v1."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    gateway = subprocess.Popen([str(Path(sys.executable).with_name("mlctl")), "gateway", "serve", "--port", str(port),
+                                "--triton-url", grpc_url, "--log", str(log)], env={**os.environ, "MLCTL_GATEWAY_ADMIN_KEYS": KEY})
+    try:
+        wait_until(lambda: _healthy(url), 30, f"the gateway on {url}", give_up=lambda: gateway.poll() is not None and "it exited")
+        for start in range(0, len(raw), 8):
+            answer = post(f"{url}/v1/models/digits_pipeline/predict", {"inputs": {"pixels_raw": raw[start:start + 8].tolist()}})
+            post(f"{url}/v1/feedback", {"feedback": [{"prediction_id": p["prediction_id"], "label": int(y)}
+                                                     for p, y in zip(answer["predictions"], labels[start:start + 8])]})
+    finally:
+        gateway.send_signal(signal.SIGTERM)  # a clean stop flushes the log
+        gateway.wait(timeout=30)
+    return load_report(repo, open_store(str(log)), MonitorOptions("digits_pipeline"))["versions"]["1"]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(f"{url}/healthz", timeout=2).status == 200
+    except OSError:
+        return False
 
 
 def main(work: Path) -> float:
@@ -65,6 +107,10 @@ def main(work: Path) -> float:
                           f"(probability {float(answer.outputs['confidence'][0, 0]):.2f}), label {int(data.y_test[0])}")
         accuracy = float((np.concatenate(digits) == data.y_test).mean())
         print(f"{len(raw)} test digits as raw bytes through the pipeline: accuracy {accuracy:.3f}")
+        report = through_gateway(state.grpc_url, repo, work / "log", raw, data.y_test)
+        print(f"the same through the gateway, each answer's true digit sent as feedback: accuracy "
+              f"{report['quality']['accuracy']:.3f} over {report['labelled']} labels "
+              f"(mlctl -r {repo.uri} monitor report digits_pipeline --log {work / 'log'})")
         return accuracy
     finally:
         servers.stop("digits-pipeline", grace_s=15)
