@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -187,6 +188,7 @@ def main() -> int:
         logs = sorted(home.rglob("*.log"))
         if logs:
             (out / "server.log").write_text(logs[-1].read_text(errors="replace")[-200_000:])
+        shutil.rmtree(work, ignore_errors=True)  # the model twice over (export and repository): GBs on the GPU run
     summary = summary_of(result, hand, ceiling, setup_s)
     (out / "gpu_tune.json").write_text(json.dumps({"info": info, "ceiling": ceiling_rows, "summary": summary,
                                                    "tune": result.to_dict()}, indent=2))
