@@ -29,10 +29,12 @@ MAX_MISSING_SHARE = 0.01
 MAX_OUT_OF_RANGE_SHARE = 0.05
 MAX_UNSEEN_SHARE = 0.01
 # Multivariate drift: a domain classifier (reference vs window) whose cross-validated AUROC exceeds this tells
-# them apart; 0.5 is chance and its noise at a few hundred rows a side is about +-0.03.
+# them apart; 0.5 is chance and its noise at a few hundred rows a side is about +-0.03 (on fewer rows the
+# threshold rises with that noise: multivariate.auroc_threshold).
 DOMAIN_AUROC_THRESHOLD = 0.6
-# PCA reconstruction error: a window drifts when its mean error is this many standard errors above the
-# reference's (errors measured out of sample, on the half of the reference the PCA was not fitted on).
+# PCA reconstruction error: a window drifts when its mean log error is this many standard errors of the
+# difference above the reference's (errors measured out of sample, on the half of the reference the PCA was not
+# fitted on; both means count, and logs tame the few huge errors: see quality/multivariate.py).
 PCA_SIGMAS = 3.0
 PCA_VARIANCE = 0.65  # components kept: this share of the reference's variance (NannyML's default)
 # Embedding drift (output vectors): the share of components that drift, each by the test chosen by sample size.

