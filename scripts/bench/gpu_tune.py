@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -34,6 +35,10 @@ T0 = time.monotonic()
 
 def elapsed() -> float:
     return time.monotonic() - T0
+
+
+def interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def ints(text: str) -> tuple[int, ...]:
@@ -140,6 +145,7 @@ def main() -> int:
     from controlplane.perf.windows import WindowPolicy
 
     args = parse_args()
+    signal.signal(signal.SIGTERM, interrupted)  # a `timeout` stops the scratch server and keeps its log too
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     gpu = args.device == "cuda"
