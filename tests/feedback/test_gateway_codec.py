@@ -171,7 +171,7 @@ def test_a_model_answering_its_class_in_one_integer_output_has_that_class_in_the
     raw = np.zeros((3, 8), np.uint8)
     outputs = {"digit": np.array([[7], [2], [-1]], np.int64), "confidence": np.array([[0.9], [0.8], [0.1]], np.float32)}
     body = orjson.loads(answer_body("p", "1", labelled, outputs, ["a", "b", "c"], 1.0))
-    assert [p["predicted_class"] for p in body["predictions"][:2]] == [7, 2] and "probabilities" not in body["predictions"][0]
+    assert [p["predicted_class"] for p in body["predictions"]] == [7, 2, None] and "probabilities" not in body["predictions"][0]
     rows = log_rows("p", "1", labelled, {"raw": raw}, outputs, ["a", "b", "c"], 1.0, "ok")
     assert [r["predicted"] for r in rows_table([rows]).to_pylist()] == [7, 2, None]  # a negative label is no class
     unbatched = signature("digit:int32:", batch=0)

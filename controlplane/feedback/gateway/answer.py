@@ -81,7 +81,8 @@ def answer_body(model: str, version: str, signature: Signature, outputs: dict[st
             entry["predicted_class"] = predicted_class(scores)
             entry["probabilities"] = scores
         elif label is not None and label in values:
-            entry["predicted_class"] = int(np.asarray(values[label]).reshape(-1)[0])
+            answered = int(np.asarray(values[label]).reshape(-1)[0])
+            entry["predicted_class"] = answered if answered >= 0 else None  # as the log: a negative label is no class
         predictions.append(entry)
     body = {"model": model, "version": version, "latency_ms": round(latency_ms, 3), "predictions": predictions}
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
