@@ -34,12 +34,13 @@ def test_a_saturated_target_shows_its_queue_in_the_latency():
     def make_caller(index: int):
         return lambda: time.sleep(0.02) or ""
 
-    # 2 workers serve at most 100/s; at 200/s requests wait, and the wait counts
+    # 2 workers serve at most 100/s; at 200/s requests wait, and the wait counts: the 80 calls take at least
+    # 80 x 20 ms / 2 = 0.8 s, so the last one, due at 0.395 s, waits at least 0.4 s (a busy host only adds to it),
+    # where a latency timed from the send alone would stay near 20 ms
     result = run_open_loop(make_caller, rate_per_s=200, seconds=0.4, max_in_flight=2)
     latencies = result.latencies_s
     assert len(latencies) == 80
-    assert max(latencies) > 5 * min(latencies)
-    assert max(latencies) > 0.15
+    assert max(latencies) >= 0.4
 
 
 def test_a_rate_must_be_positive():
