@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from controlplane.errors import MlctlError, NotFoundError, ServerError
+from controlplane.errors import MlctlError, NotFoundError
 from controlplane.model import config as model_config
 from controlplane.model.provenance import current_actor, utc_now
 from controlplane.release.config_revisions import (
@@ -81,7 +81,8 @@ def _switch(lifecycle, model: str, channel: str, to_revision: int, action: str, 
     pending_token = lifecycle.channels.save(pending, state_token)  # ConflictError: another operation holds the model
     done: list[dict] = []
     try:
-        _roll_out(lifecycle, model, version, new_base, old_base, replicas, done)
+        lifecycle.roll_out(model, replicas, new_base, version, model_config.signature_of(new_base, api=True), done,
+                           revert=(old_base, version), aborted=f"config switch of {model!r} aborted", served=" with the new settings")
         moved = revisions.move(action, channel, to_revision, version, utc_now(), actor["user"], reason)
         RevisionStore(lifecycle.repo.store).save(moved, token)
     except KeyboardInterrupt:
@@ -95,26 +96,9 @@ def _switch(lifecycle, model: str, channel: str, to_revision: int, action: str, 
             replica.close()
     duration = round(time.monotonic() - started, 3)
     lifecycle.channels.save(pending.finish(operation.op_id, "succeeded", utc_now(), f"config revision {to_revision}", duration), pending_token)
-    lifecycle._write_channel_config(model, channel, new_base, version)
+    lifecycle.write_channel_config(model, channel, new_base, version)
     lifecycle.say(f"{model}: channel {channel} serves version {version} with config revision {to_revision} ({duration:.2f} s)")
     return RevisionSwitch(model, channel, version, current, to_revision, "succeeded", tuple(done), duration)
-
-
-def _roll_out(lifecycle, model: str, version: int, new_base, old_base, replicas, done: list[dict]) -> None:
-    signature = model_config.signature_of(new_base, api=True)
-    new_config = model_config.to_json(lifecycle._channel_config(new_base, version))
-    switched = []
-    for replica in replicas:
-        t0 = time.monotonic()
-        try:
-            replica.load(model, new_config)
-            replica.wait_serving(model, version, signature, lifecycle.settle_timeout_s)
-        except Exception as exc:  # Ctrl-C is not a replica failure: it goes up as it is
-            reverted = lifecycle._revert(model, old_base, signature, version, [*switched, replica])
-            raise ServerError(f"config switch of {model!r} aborted: replica {replica.url} failed: {exc}; {reverted}") from exc
-        switched.append(replica)
-        done.append({"url": replica.url, "seconds": round(time.monotonic() - t0, 3)})
-        lifecycle.say(f"{model}: replica {replica.url} serves version {version} with the new settings")
 
 
 def revisions_of(lifecycle, model: str) -> RevisionState:

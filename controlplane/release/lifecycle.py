@@ -195,7 +195,9 @@ class Lifecycle:
         pending_token = self.channels.save(pending_state, token)  # ConflictError: another operation won
         report = SwitchReport(model, channel, action, current, version, "succeeded")
         try:
-            self._roll_out(model, base, signature, current, version, replicas, report)
+            self.roll_out(model, replicas, base, version, signature, report.replicas, revert=(base, current),
+                          aborted=f"{report.action} of {model!r} to version {version} aborted",
+                          after=f"; channel {report.channel!r} unchanged at version {current}")
         except KeyboardInterrupt:
             # no revert and no write: the process is about to end, and reconcile closes an operation whose
             # process is gone, then converges the replicas on the channel's version
@@ -213,11 +215,16 @@ class Lifecycle:
         report.duration_s = round(time.monotonic() - started, 3)
         done = pending_state.finish(operation.op_id, "succeeded", utc_now(), duration_s=report.duration_s)
         self.channels.save(done, pending_token)
-        self._write_channel_config(model, channel, base, version)
+        self.write_channel_config(model, channel, base, version)
         self.say(f"{model}: channel {channel} now at version {version} ({report.duration_s:.2f} s)")
         return report
 
-    def _roll_out(self, model, base, signature, current, version, replicas: list[Replica], report: SwitchReport) -> None:
+    def roll_out(self, model: str, replicas: list[Replica], base, version: int, signature, done: list[dict], *,
+                 revert: tuple, aborted: str, after: str = "", served: str = "") -> None:
+        """Load `version` with `base`'s settings on each replica in turn and check it answers before the next.
+        A replica that fails reverts the ones switched so far (and itself) to `revert` = (base, version or None to
+        unload) and raises ServerError "{aborted}: replica URL failed: ...; reverted N replica(s){after}".
+        Each switched replica is appended to `done` with its seconds."""
         new_config = model_config.to_json(self._channel_config(base, version))
         switched: list[Replica] = []
         for replica in replicas:
@@ -226,16 +233,13 @@ class Lifecycle:
                 replica.load(model, new_config)
                 replica.wait_serving(model, version, signature, self.settle_timeout_s)
             except Exception as exc:  # Ctrl-C is not a replica failure: it goes up as it is
-                reverted = self._revert(model, base, signature, current, [*switched, replica])
-                raise ServerError(
-                    f"{report.action} of {model!r} to version {version} aborted: replica {replica.url} failed: {exc}; "
-                    f"{reverted}; channel {report.channel!r} unchanged at version {current}"
-                ) from exc
+                reverted = self._revert(model, *revert, signature, [*switched, replica])
+                raise ServerError(f"{aborted}: replica {replica.url} failed: {exc}; {reverted}{after}") from exc
             switched.append(replica)
-            report.replicas.append({"url": replica.url, "seconds": round(time.monotonic() - t0, 3)})
-            self.say(f"{model}: replica {replica.url} serves version {version}")
+            done.append({"url": replica.url, "seconds": round(time.monotonic() - t0, 3)})
+            self.say(f"{model}: replica {replica.url} serves version {version}{served}")
 
-    def _revert(self, model, base, signature, current, replicas: list[Replica]) -> str:
+    def _revert(self, model, base, current, signature, replicas: list[Replica]) -> str:
         problems = []
         for replica in replicas:
             try:
@@ -257,7 +261,7 @@ class Lifecycle:
         model_config.use_warmup_files(config, self.repo.warmup_files(base.name, version))  # its reference row
         return config
 
-    def _write_channel_config(self, model: str, channel: str, base, version: int) -> bool:
+    def write_channel_config(self, model: str, channel: str, base, version: int) -> bool:
         """Bring configs/<channel>.pbtxt in line with the channel; True when it had to change."""
         text = model_config.to_pbtxt(self._channel_config(base, version)).encode()
         key = channel_config_key(model, channel)
@@ -329,7 +333,7 @@ class Lifecycle:
             signature = model_config.signature_of(base, api=True)
             for channel, version in sorted(state.channels.items()):
                 channel_base = with_config_revision(self.repo, base, channel)
-                if self._write_channel_config(model, channel, channel_base, version):
+                if self.write_channel_config(model, channel, channel_base, version):
                     changes.append({"model": model, "channel": channel, "what": f"config file set to version {version}"})
                 for url in self.targets.replicas(channel):
                     try:
