@@ -11,11 +11,19 @@ SHOWN = 5  # slices listed, worst first
 MIN_ROWS = 20  # a slice with fewer predictions is listed but never ranked worst
 
 
-def _slice(name: str, mask: np.ndarray, p_right: np.ndarray | None, correct: np.ndarray, labelled: np.ndarray) -> dict:
-    count, labels = int(mask.sum()), int((mask & labelled).sum())
-    return {"slice": name, "predictions": count, "labelled": labels,
-            "estimated_accuracy": float(p_right[mask].mean()) if p_right is not None and count else None,
-            "realised_accuracy": float(correct[mask & labelled].mean()) if labels else None}
+def _slices(names: list[str], groups: np.ndarray, p_right: np.ndarray | None, correct: np.ndarray, labelled: np.ndarray) -> list[dict]:
+    """One row per name: `groups` holds each prediction's slice (0..len(names)-1, or -1 in none). Counted with
+    one bincount per figure over the window, not one mask per slice (a million rows, ten classes)."""
+    size = len(names)
+    inside = groups >= 0
+    where, right, ok = groups[inside], labelled[inside], correct[inside]
+    counts = np.bincount(where, minlength=size)
+    labels = np.bincount(where[right], minlength=size)
+    hits = np.bincount(where[right], weights=ok[right], minlength=size)
+    estimated = np.bincount(where, weights=p_right[inside], minlength=size) if p_right is not None else None
+    return [{"slice": name, "predictions": int(counts[k]), "labelled": int(labels[k]),
+             "estimated_accuracy": float(estimated[k] / counts[k]) if estimated is not None and counts[k] else None,
+             "realised_accuracy": float(hits[k] / labels[k]) if labels[k] else None} for k, name in enumerate(names)]
 
 
 def _rank(slices: list[dict]) -> list[dict]:
@@ -31,7 +39,10 @@ def worst_slices(columns: dict, p_right: np.ndarray | None, feature: str | None,
     `feature`: "f<i>" to slice by that input as well as by predicted class."""
     predicted, labelled = columns["predicted"], columns["labelled"]
     correct = columns["label"] == predicted
-    by_class = [_slice(f"predicted {c}", predicted == c, p_right, correct, labelled) for c in np.unique(predicted[predicted >= 0])]
+    classes = np.unique(predicted[predicted >= 0])
+    groups = np.searchsorted(classes, predicted)
+    groups[predicted < 0] = -1
+    by_class = _slices([f"predicted {c}" for c in classes], groups, p_right, correct, labelled)
     out = {"by_predicted_class": _rank(by_class), "feature": feature, "by_feature": None}
     features = columns["features"]
     if feature is None or features is None or reference_features is None:
@@ -40,11 +51,13 @@ def worst_slices(columns: dict, p_right: np.ndarray | None, feature: str | None,
     edges = np.unique(np.quantile(reference_features[:, i][np.isfinite(reference_features[:, i])], np.linspace(0, 1, BINS + 1)))
     values = features[:, i]
     bins = np.digitize(values, edges[1:-1]) if len(edges) > 2 else np.zeros(len(values), dtype=int)
-    slices = []
+    names = []
     for b in range(max(1, len(edges) - 1)):
         lo = "-inf" if b == 0 else f"{edges[b]:.3g}"
         hi = "inf" if b >= len(edges) - 2 else f"{edges[b + 1]:.3g}"
-        slices.append(_slice(f"{feature} in [{lo}, {hi})", np.isfinite(values) & (bins == b), p_right, correct, labelled))
-    slices.append(_slice(f"{feature} missing", ~np.isfinite(values), p_right, correct, labelled))
+        names.append(f"{feature} in [{lo}, {hi})")
+    names.append(f"{feature} missing")
+    groups = np.where(np.isfinite(values), bins, len(names) - 1)
+    slices = _slices(names, groups, p_right, correct, labelled)
     out["by_feature"] = _rank([s for s in slices if s["predictions"]])
     return out
