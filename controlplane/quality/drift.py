@@ -67,7 +67,9 @@ def feature_drift(names: list[str], reference: np.ndarray, current: np.ndarray, 
     test chosen by sample size (`choose_test`) flags it. KS is always computed and reported."""
     from scipy.stats import ks_2samp
 
-    reference, current = np.asarray(reference, dtype=float), np.asarray(current, dtype=float)
+    # every column sorted once (NaN last): each statistic is blind to the order of values, and KS, PSI's
+    # quantiles and histogram and the Wasserstein merge then sort already sorted data (a third of the time)
+    reference, current = np.sort(np.asarray(reference, dtype=float), axis=0), np.sort(np.asarray(current, dtype=float), axis=0)
     distances = wasserstein_columns(reference, current) if len(current) >= defaults.DRIFT_LARGE_SAMPLE else None
     out = []
     for i, name in enumerate(names):
