@@ -100,6 +100,12 @@ PERF_STABLE_WINDOWS = 3
 PERF_STABILITY = 0.10
 PERF_WARMUP_WINDOWS = 1
 PERF_MAX_WINDOWS = 8
-# tune: a coordinate pass that improves the best throughput under the budget by less than this share is a
-# stall (the search stops).
+# tune: a coordinate pass (or a refinement round) that improves the best throughput under the budget by less
+# than this share is a stall (the search stops).
 TUNE_STALL_GAIN = 0.03
+# tune's halving search: a concurrency step that adds less than TUNE_LEVEL_GAIN of throughput ends a config's
+# climb (closed-loop throughput only rises with clients until the server saturates; past that, more clients only
+# queue); the screen keeps the best TUNE_KEEP_SHARE of the coarse set (at least TUNE_KEEP_MIN) for full windows.
+TUNE_LEVEL_GAIN = 0.05
+TUNE_KEEP_SHARE = 1 / 3
+TUNE_KEEP_MIN = 2

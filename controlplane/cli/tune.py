@@ -33,7 +33,8 @@ def tune(
     p99_ms: Annotated[float, typer.Option("--p99-ms", help="Latency budget: p99 in milliseconds.")],
     min_throughput: Annotated[float, typer.Option(help="Requests/s the best config must reach at least.")] = 0.0,
     url: Annotated[str | None, typer.Option(help="A scratch Triton's gRPC host:port [default: start one from the wheel].")] = None,
-    search: Annotated[str, typer.Option(help="coordinate (descent, pruned, stops when gains stall) or grid (every config).")] = "coordinate",
+    search: Annotated[str, typer.Option(help="halving (short-window screen of a coarse set, the best third measured again, "
+                                              "preferred sizes refined), coordinate (descent) or grid (every config).")] = "halving",
     concurrency: Annotated[str, typer.Option(help="Closed-loop client counts tried per config.")] = "1,2,4,8,16,32",
     instances: Annotated[str, typer.Option(help="Instance counts to search.")] = "1,2",
     max_batch: Annotated[str, typer.Option(help="Max batch sizes to search (capped at the model's).")] = "8,32,64",
@@ -78,7 +79,7 @@ def tune(
         nearest = "no error-free point at all" if near is None else (
             f"closest: {near[0].label()} at concurrency {near[1].level:g}: {near[1].requests_per_s} req/s, p99 {near[1].p99_ms} ms")
         raise CheckFailedError(f"no config of {model} v{version} meets p99 <= {p99_ms:g} ms"
-                               f"{f' at >= {min_throughput:g} req/s' if min_throughput else ''} among {len(result.evaluations)} tried; "
+                               f"{f' at >= {min_throughput:g} req/s' if min_throughput else ''} among {result.configs_tried} tried; "
                                f"{nearest}; nothing applied", hint="raise the budget, or widen the space")
     if apply:
         from controlplane.release.config_switch import apply_revision
@@ -99,7 +100,7 @@ def _show(result, json: bool) -> None:
     rows = [[c.label(), f"{p.level:g}", p.requests_per_s, p.p50_ms, p.p99_ms, "yes" if p.p99_ms <= result.budget.p99_ms else "no",
              "*" if best is not None and c == best.candidate and p is result.best_point() else ""] for c, p in result.pareto()]
     emit(table(["config", "clients", "req/s", "p50 ms", "p99 ms", "in budget", "best"], rows))
-    emit(f"{result.search} search: {len(result.evaluations)} configs, {sum(len(e.points) for e in result.evaluations)} load points, "
+    emit(f"{result.search} search: {result.configs_tried} configs, {sum(len(e.points) for e in result.evaluations)} load points, "
          f"{result.wall_s:.0f} s")
     if best is not None:
         point = result.best_point()
@@ -109,8 +110,9 @@ def _show(result, json: bool) -> None:
 
 def _plot(result, path: Path) -> None:
     from controlplane.perf.plot import plot_curves
+    from controlplane.perf.tune.search import settled
 
-    curves = {e.candidate.label(): [(p.requests_per_s, p.p99_ms) for p in e.points] for e in result.evaluations}
+    curves = {e.candidate.label(): [(p.requests_per_s, p.p99_ms) for p in e.points] for e in settled(result.evaluations)}
     point = result.best_point()
     plot_curves(curves, path, f"mlctl tune {result.model} v{result.version}", result.budget.p99_ms,
                 None if point is None else (point.requests_per_s, point.p99_ms))

@@ -6,5 +6,6 @@
 - server_stats.py: Triton's statistics API, the server-side time per request between two snapshots.
 - measure.py: one load point (closed-loop concurrency or open-loop rate) and a sweep of them.
 - plot.py: the latency/throughput figure.
-- tune/: the search space, the searches (coordinate descent, the exhaustive grid) and the scratch server.
+- tune/: the search space, the load levels per config, the searches (successive halving, coordinate descent,
+  the exhaustive grid) and the scratch server.
 """

@@ -77,42 +77,45 @@ class PerfSession:
         self._tensors = tensors
         return client
 
-    def _closed_window(self, concurrency: int) -> LoadResult:
+    def _closed_window(self, concurrency: int, seconds: float) -> LoadResult:
         async def call() -> str:
             await self._aio.infer(self.model, self._tensors, model_version=self.version)
             return ""
 
-        return self._loop.run_until_complete(run_async(lambda _: call, concurrency, self.policy.seconds))
+        return self._loop.run_until_complete(run_async(lambda _: call, concurrency, seconds))
 
-    def _open_window(self, rate: float) -> LoadResult:
+    def _open_window(self, rate: float, seconds: float) -> LoadResult:
         from controlplane.triton.client import TritonClient
 
         def make_caller(index: int):
             client = self._sync.get(index) or self._sync.setdefault(index, TritonClient(self.url, "grpc"))
             return lambda: client.infer(self.model, self.inputs, self.version).version
 
-        return run_open_loop(make_caller, rate, self.policy.seconds)
+        return run_open_loop(make_caller, rate, seconds)
 
-    def point(self, mode: str, level: float) -> Point:
+    def point(self, mode: str, level: float, policy: WindowPolicy | None = None) -> Point:
+        """One load point, in the session's windows or `policy`'s (e.g. a tune's shorter screening windows)."""
+        policy = policy or self.policy
         if mode not in MODES:
             raise UsageError(f"load mode {mode!r} must be one of {', '.join(MODES)}")
         if level <= 0 or (mode == "concurrency" and level != int(level)):
             raise UsageError(f"{mode} {level} must be a positive {'whole number' if mode == 'concurrency' else 'rate'}")
-        window = (lambda: self._closed_window(int(level))) if mode == "concurrency" else (lambda: self._open_window(level))
-        for _ in range(self.policy.warmup_windows):
+        window = ((lambda: self._closed_window(int(level), policy.seconds)) if mode == "concurrency"
+                  else (lambda: self._open_window(level, policy.seconds)))
+        for _ in range(policy.warmup_windows):
             window()
         windows: list[LoadResult] = []
         snapshots = [self._stats.snapshot()] if self._stats else []
-        while len(windows) < self.policy.max_windows:
+        while len(windows) < policy.max_windows:
             windows.append(window())
             if self._stats:
                 snapshots.append(self._stats.snapshot())
-            if is_stable(windows, self.policy):
+            if is_stable(windows, policy):
                 break
-        used = windows[-self.policy.stable_windows:]
+        used = windows[-policy.stable_windows:]
         figures = pooled(used)
         server = breakdown(snapshots[-1].minus(snapshots[-1 - len(used)])) if self._stats else None
-        return Point(mode, level, self.rows, is_stable(windows, self.policy), len(windows), figures.requests, figures.errors,
+        return Point(mode, level, self.rows, is_stable(windows, policy), len(windows), figures.requests, figures.errors,
                      figures.requests_per_s, round(figures.requests_per_s * self.rows, 1), figures.p50_ms, figures.p90_ms,
                      figures.p95_ms, figures.p99_ms, figures.error_examples, server)
 

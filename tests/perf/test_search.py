@@ -7,13 +7,16 @@ from dataclasses import dataclass
 import pytest
 
 from controlplane.errors import NotFoundError, UsageError
+from controlplane.perf.tune.levels import climb
 from controlplane.perf.tune.search import (
     Budget,
     Evaluation,
+    Trial,
     best_of,
     closest,
     coordinate_search,
     grid_search,
+    halving_search,
     pareto,
 )
 from controlplane.perf.tune.space import Candidate, Space, apply_candidate, candidate_of
@@ -160,3 +163,72 @@ def test_coordinate_search_begins_at_a_given_start_and_stops_at_its_limit():
     found = coordinate_search(lambda c: limited.append(c) or surface(c), space, budget, start=start, stop=lambda n: n >= 4)
     assert len(found) == len(limited) == 4 and limited == seen[:4]
     assert len(grid_search(surface, space, budget, stop=lambda n: n >= 3)) == 3
+
+
+def surface_point(candidate: Candidate, level: int) -> P:
+    """`surface`'s model at one load level."""
+    return next(p for p in surface(candidate).points if p.level == level)
+
+
+def test_a_climb_stops_where_throughput_stops_rising_or_p99_breaks_the_budget():
+    levels, asked = (1, 2, 4, 8, 16, 32), []
+
+    def saturating(level: int) -> P:  # throughput flat from 8 clients on, p99 2 ms per client
+        asked.append(level)
+        return P(level, 100 * min(level, 8), 2.0 * level)
+
+    points = climb(saturating, levels, Budget(p99_ms=100), start=4)
+    assert asked == [4, 8, 16] and [p.level for p in points] == [4, 8, 16]  # 16 gains nothing: 32 is not measured
+    asked.clear()
+    climb(saturating, levels, Budget(p99_ms=20), start=16)  # over the budget at the start: down to where it is met
+    assert asked == [16, 8]
+    asked.clear()
+    climb(saturating, levels, Budget(p99_ms=20), start=None)  # from the lowest; 16 breaks the budget
+    assert asked == [1, 2, 4, 8, 16]
+    stalls = iter([True])
+
+    def one_stall(level: int) -> P:  # the first measurement at 8 clients meets a stall of the host
+        asked.append(level)
+        return P(level, 100 * level, 500.0 if level == 8 and next(stalls, False) else 1.0)
+
+    asked.clear()
+    points = climb(one_stall, (4, 8), Budget(p99_ms=10), start=4, confirm=True)
+    assert asked == [4, 8, 8] and max(p.requests_per_s for p in points) == 800  # measured again, then believed
+
+
+def test_the_coarse_set_leaves_preferred_sizes_and_batching_off_max_batch_out():
+    space = Space(instances=(1, 2), max_batch_size=(8, 32), delay_us=(0, 500), preferred=("none", "halves"))
+    coarse = space.coarse()
+    assert len(coarse) == 2 * 2 * 2 + 2 and set(coarse) <= set(space.grid())
+    assert {c.preferred for c in coarse} == {"none"}
+    assert {(c.instances, c.max_batch_size) for c in coarse if not c.batching} == {(1, 32), (2, 32)}
+
+
+def test_halving_search_finds_the_grid_best_with_a_third_of_the_full_measurements():
+    space, budget, levels = Space(), Budget(p99_ms=4.5), (1, 2, 4, 8)
+    trials: list[Trial] = []
+
+    def evaluate(trial: Trial) -> Evaluation:
+        trials.append(trial)
+        return Evaluation(trial.candidate, climb(lambda level: surface_point(trial.candidate, level), levels, budget, trial.from_level),
+                          trial.screening)
+
+    found = halving_search(evaluate, space, budget)
+    grid = grid_search(surface, space, budget)
+    screened = [t for t in trials if t.screening]
+    full = [t for t in trials if not t.screening]
+    assert [t.candidate for t in screened] == list(dict.fromkeys([space.start(), *space.coarse()]))
+    assert screened[0].from_level is None and all(t.from_level == 4 for t in screened[1:])  # where the leader scored
+    assert len(full) == len({t.candidate for t in full}) <= len(grid) / 3
+    best = best_of(found, budget)
+    assert not best.screening and best.candidate == best_of(grid, budget).candidate == Candidate(2, True, 32, 1000, "halves")
+    assert sum(len(e.points) for e in found) < sum(len(e.points) for e in grid) / 2
+    assert {c for c, _ in pareto(found)} <= {t.candidate for t in full}  # judged on full windows only
+
+
+def test_halving_search_stops_at_its_limit_with_what_it_screened():
+    space, budget = Space(), Budget(p99_ms=4.5)
+    found = halving_search(lambda t: Evaluation(t.candidate, surface(t.candidate).points, t.screening), space, budget,
+                           stop=lambda n: n >= 3)
+    assert len(found) == 3 and all(e.screening for e in found)
+    assert best_of(found, budget) is not None  # a limit that cut the screen short still names a best

@@ -1,3 +1,4 @@
-"""`mlctl tune`: the search space of serving settings (space.py), the searches over it (search.py: coordinate
-descent with pruning and an early stop, and the exhaustive grid it is measured against), and the run on a
-scratch Triton (run.py)."""
+"""`mlctl tune`: the search space of serving settings (space.py), the load levels a config is measured at
+(levels.py: a climb that stops where throughput stops rising or p99 breaks the budget), the searches over the space
+(search.py: successive halving, coordinate descent, and the exhaustive grid they are measured against), and the run
+on a scratch Triton (run.py)."""

@@ -62,6 +62,9 @@ class Space:
     instance_kind: tuple[str, ...] = ("",)
 
     DIMENSIONS = ("batching", "instance_kind", "instances", "max_batch_size", "delay_us", "preferred")
+    # what the halving search's screen leaves at the first value and refines around the best afterwards: preferred
+    # sizes only shape the batches the delay and max batch size already allow
+    FINE = ("preferred",)
 
     def __post_init__(self) -> None:
         if not all(getattr(self, d) for d in self.DIMENSIONS):
@@ -90,6 +93,15 @@ class Space:
                             for p in self.preferred:
                                 seen.setdefault(Candidate(i, b, m, d, p, k).canonical())
         return list(seen)
+
+    def coarse(self) -> list[Candidate]:
+        """The halving search's screen: every combination of the dimensions that change how requests are served
+        (batching, kind, instances, max batch size, delay), the FINE ones at their first value. Without batching the
+        max batch size only bounds a request's rows, so batching off is screened once per kind and instance count,
+        at the largest."""
+        fine = {d: getattr(self, d)[0] for d in self.FINE}
+        return [c for c in self.grid() if all(getattr(c, d) == v for d, v in fine.items() if c.batching)
+                and (c.batching or c.max_batch_size == max(self.max_batch_size))]
 
     def start(self) -> Candidate:
         """Where a coordinate search begins: the first batching value and instance kind, one instance, the middle
