@@ -192,8 +192,8 @@ def test_a_climb_stops_where_throughput_stops_rising_or_p99_breaks_the_budget():
         return P(level, 100 * level, 500.0 if level == 8 and next(stalls, False) else 1.0)
 
     asked.clear()
-    points = climb(one_stall, (4, 8), Budget(p99_ms=10), start=4, confirm=True)
-    assert asked == [4, 8, 8] and max(p.requests_per_s for p in points) == 800  # measured again, then believed
+    points = climb(one_stall, (4, 8, 16), Budget(p99_ms=10), start=8, confirm=True)
+    assert asked == [8, 8, 16] and max(p.requests_per_s for p in points) == 1600  # measured again, then believed
 
 
 def test_the_coarse_set_leaves_preferred_sizes_and_batching_off_max_batch_out():

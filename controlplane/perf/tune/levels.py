@@ -18,21 +18,22 @@ from controlplane.perf.tune.search import Budget, LoadPoint
 def climb(measure: Callable[[int], LoadPoint], levels: Sequence[int], budget: Budget, start: float | None = None,
           min_gain: float = TUNE_LEVEL_GAIN, confirm: bool = False) -> tuple[LoadPoint, ...]:
     """Points by level, beginning at `start` (the nearest of `levels` at or below it; the lowest when None).
-    `confirm`: a point over the budget is measured once more before it is believed (one stall of a shared host is
-    not the config's limit); the second measurement is kept."""
+    `confirm`: a start over the budget is measured once more before the climb turns down (one stall of a shared
+    host is not the config's limit); the second measurement is kept. A step up is not: a search starts a config
+    where an earlier measurement found its best, so the level above was already seen to gain nothing or break."""
     ordered = sorted(set(levels))
     below = [i for i, level in enumerate(ordered) if start is not None and level <= start]
     index = below[-1] if below else 0
     points: list[LoadPoint] = []
 
-    def at(i: int) -> LoadPoint:
+    def at(i: int, again: bool = False) -> LoadPoint:
         point = measure(ordered[i])
-        if confirm and not budget.met_by(point):
+        if again and not budget.met_by(point):
             point = measure(ordered[i])
         points.append(point)
         return point
 
-    best = at(index)
+    best = at(index, confirm)
     if budget.met_by(best):
         for i in range(index + 1, len(ordered)):
             point = at(i)

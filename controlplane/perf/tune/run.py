@@ -48,7 +48,7 @@ class TunePlan:
     rows: int = 1
     start: Candidate | None = None  # where a descent begins, or the config screened first [default: the space's start]
     max_seconds: float | None = None  # no new config is tried after this long (the one in progress finishes)
-    max_configs: int | None = None
+    max_configs: int | None = None  # measurements: a config screened and then measured again counts twice
 
     def screen_policy(self) -> WindowPolicy:
         """The halving search's screening windows: half as long, two agreeing within 20 %, at most three (a screen
