@@ -4,14 +4,18 @@ One local replica serves the demo classifier with `max_queue_size` set (Triton r
 closed loop of `--clients` (at most `max_queue_size`, so none is rejected) finds the saturation rate; an open loop then offers twice that for `--seconds`.
 Latencies count from each request's scheduled time (a late request's wait is in it). Reports the accepted
 requests' p99 against the budget and the rejects' latency against REJECT_FAST_MS.
+`--format torchscript --instance-kind gpu` serves the model as TorchScript on the GPU (scripts/bench/gpu.sh --hotswap);
+`--out FILE` writes the result as JSON there too.
 
 Usage: .venv/bin/python scripts/overload.py [--seconds 5] [--max-queue-size 4] [--budget-ms 50] [--json]
+       [--format onnx|torchscript] [--instance-kind cpu|gpu] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +39,11 @@ def ms(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)) * 1000, 2) if values else None
 
 
+def interrupted(signum, frame):
+    signal.signal(signum, signal.SIG_IGN)  # once: a second signal (a process group's timeout) must not cut the cleanup
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the open-loop run")
@@ -43,13 +52,18 @@ def main() -> int:
     parser.add_argument("--max-queue-size", type=int, default=4)
     parser.add_argument("--budget-ms", type=float, default=50.0, help="p99 the accepted requests must stay within")
     parser.add_argument("--in-flight", type=int, default=64, help="open-loop worker threads")
+    parser.add_argument("--format", default="onnx", choices=("onnx", "torchscript"), help="the model's format")
+    parser.add_argument("--instance-kind", default="cpu", choices=("cpu", "gpu"), help="KIND_CPU or KIND_GPU instance")
+    parser.add_argument("--out", help="write the result (JSON) here too")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, interrupted)  # a `timeout` still stops the server
 
     work = Path(tempfile.mkdtemp(prefix="mlctl-overload-"))
     (work / "repo").mkdir()
     repo = Repository(open_store(str(work / "repo")))
-    demo.publish_demo_versions(repo, "digits", (0,), work / "exports", ServingOptions(max_queue_size=args.max_queue_size))
+    options = ServingOptions(max_queue_size=args.max_queue_size, instance_kind=args.instance_kind)
+    demo.publish_demo_versions(repo, "digits", (0,), work / "exports", options, fmt=args.format)
     servers = LocalServers(work / "home")
     state = servers.start(triton_options(repo.uri, "overload", models=("digits",)))
     rows = {demo.INPUT_NAME: np.random.default_rng(0).random((1, 64), dtype=np.float32)}
@@ -71,10 +85,13 @@ def main() -> int:
         for client in opened:
             client.close()
         servers.stop("overload", grace_s=10)
+        if args.out:  # the server's log tail beside the result
+            Path(args.out).with_suffix(".server.log").write_text(Path(state.log_path).read_text(errors="replace")[-100_000:])
     accepted = [r.latency_s for r in offered.records if not r.error]
     rejected = [r.latency_s for r in offered.records if r.error and QUEUE_FULL in r.error.lower()]
     other = [r.error for r in offered.records if r.error and QUEUE_FULL not in r.error.lower()]
     result = {
+        "format": args.format, "instance_kind": args.instance_kind,
         "saturation_rps": round(saturation, 1), "saturation_p99_ms": ms(closed.latencies_s, 99),
         "saturation_failures": closed.failures,
         "offered_rps": round(2 * saturation, 1), "sent": len(offered.records),
@@ -87,6 +104,8 @@ def main() -> int:
     }
     result["accepted_within_budget"] = result["accepted_p99_ms"] is not None and result["accepted_p99_ms"] <= args.budget_ms
     result["rejected_fast"] = result["rejected_p99_ms"] is not None and result["rejected_p99_ms"] < REJECT_FAST_MS
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k:24s} {v}" for k, v in result.items()))
     return 0 if result["accepted_within_budget"] and result["rejected_fast"] and not other else 1
 

@@ -73,8 +73,10 @@ def predict(model, x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(x)).argmax(1).numpy()
 
 
-def publish_demo_versions(repo, name: str, seeds: tuple[int, ...], workdir, options=None, reference=None) -> list[int]:
-    """Publish one untrained classifier per seed as consecutive versions of `name` (for drills and benchmarks)."""
+def publish_demo_versions(repo, name: str, seeds: tuple[int, ...], workdir, options=None, reference=None,
+                          fmt: str = "onnx") -> list[int]:
+    """Publish one untrained classifier per seed as consecutive versions of `name` (for drills and benchmarks),
+    in `fmt` (onnx, or torchscript where onnxruntime is absent, e.g. on a GPU machine)."""
     from pathlib import Path
 
     import torch
@@ -92,10 +94,10 @@ def publish_demo_versions(repo, name: str, seeds: tuple[int, ...], workdir, opti
                 inputs=(TensorSpec(INPUT_NAME, "float32", (64,)),),
                 out_dir=Path(workdir) / f"{name}-seed{seed}",
                 output_names=(OUTPUT_NAME,),
-                formats=("onnx",),
+                formats=(fmt,),
                 overwrite=True,
             ),
             model=build_classifier(),
         )
-        versions.append(repo.publish(bundle, name, "onnx", options or ServingOptions(), {"seed": seed}, reference).version)
+        versions.append(repo.publish(bundle, name, fmt, options or ServingOptions(), {"seed": seed}, reference).version)
     return versions

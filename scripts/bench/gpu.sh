@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmark as one prepared command for a lent H100/H200 (at most ~8 minutes).
 # `gpu.sh --tune [options]` runs scripts/bench/gpu_tune.py instead: mlctl tune on the same model (~6 minutes).
+# `gpu.sh --hotswap [options]` runs scripts/bench/gpu_hotswap.py: issue 16's soak (KIND_GPU TorchScript switched under
+# load, RSS and GPU memory) and overload drills (~4.5 minutes, at most 5.5 with --max-seconds 300).
 # Needs, carried beside the working tree (see docs/benchmarks.md for how they are made):
 #   .gpu/triton-server.tar.xz  tritonserver, the Python backend and its 3.12 stub, and their libraries,
 #                              taken from the nvidia-pytriton 0.7.0 wheel
@@ -19,4 +21,5 @@ printf '%s\n%s\n%s\n' "$PWD" /tmp/mlctl-triton "$IMAGE_SITE" > "$SITE/mlctl-gpu.
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/nvidia-smi.txt"
 SCRIPT=scripts/bench/gpu_bench.py
 if [ "${1:-}" = --tune ]; then SCRIPT=scripts/bench/gpu_tune.py; shift; fi
+if [ "${1:-}" = --hotswap ]; then SCRIPT=scripts/bench/gpu_hotswap.py; shift; fi
 exec /tmp/mlctl-venv/bin/python "$SCRIPT" --out "$OUT" "$@"
