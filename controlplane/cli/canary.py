@@ -8,7 +8,7 @@ import typer
 
 from controlplane.cli.events import action
 from controlplane.cli.render import emit, emit_json, note
-from controlplane.defaults import CANARY_MIN_REQUESTS, MIN_LABELS
+from controlplane.defaults import CANARY_MIN_REQUESTS, CANARY_P99_RATIO, CANARY_P99_SLACK_MS, MIN_LABELS
 
 app = typer.Typer(help="A canary: part of a channel's traffic to a new version, judged and decided automatically.", no_args_is_help=True)
 Log = Annotated[str | None, typer.Option("--log", envvar="MLCTL_PREDICTION_LOG", help="The gateway's prediction log (evidence for each step).")]
@@ -63,6 +63,9 @@ def start(
     sticky: Annotated[bool, typer.Option(help="Route by a hash of the X-Client-Key header.")] = False,
     min_requests: Annotated[int, typer.Option(help="Requests per arm and step before judging.")] = CANARY_MIN_REQUESTS,
     min_labels: Annotated[int, typer.Option(help="Labels per arm, over the whole canary, for the accuracy check.")] = MIN_LABELS,
+    p99_ratio: Annotated[float, typer.Option(
+        help="Latency check: the canary's p99 above stable's p99 x this (plus --p99-slack-ms) is a breach.")] = CANARY_P99_RATIO,
+    p99_slack_ms: Annotated[float, typer.Option(help="Latency check: milliseconds allowed on top of stable's p99 x --p99-ratio.")] = CANARY_P99_SLACK_MS,
     allow_unlabelled: Annotated[bool, typer.Option(
         "--allow-unlabelled", help="Let the last step promote automatically even when the accuracy check is NOT MADE (too few labels).")] = False,
     estimate_missing_labels: Annotated[bool, typer.Option(
@@ -80,7 +83,8 @@ def start(
     plan = parse_steps(steps, weight)
     seconds = parse_window(interval) if interval else 0.0
     manager = canaries(ctx, log)
-    policy = CanaryPolicy(min_requests=min_requests, min_labels=min_labels, estimate_missing_labels=estimate_missing_labels)
+    policy = CanaryPolicy(min_requests=min_requests, min_labels=min_labels, estimate_missing_labels=estimate_missing_labels,
+                          p99_ratio=p99_ratio, p99_slack_ms=p99_slack_ms)
     state = manager.start(model, version, channel, plan, seconds, policy, shadow, sticky, allow_unlabelled)
     if interval:
         state = manager.run(model, max_seconds)

@@ -153,6 +153,8 @@ def test_bad_input_is_refused_and_changes_nothing(stage):
     env = stage["env"]
     weight = run_mlctl("canary", "start", "cbad", "2", "--weight", "150", env=env)
     assert weight.returncode == 2 and "between 0 and 100" in weight.stderr
+    ratio = run_mlctl("canary", "start", "cbad", "2", "--weight", "10", "--p99-ratio", "0.5", env=env)
+    assert ratio.returncode == 2 and "--p99-ratio of at least 1" in ratio.stderr
     unknown = run_mlctl("canary", "start", "cbad", "9", "--weight", "10", env=env)
     assert unknown.returncode == 3 and "version 9" in unknown.stderr
     assert run_mlctl("canary", "start", "cbad", "2", "--weight", "10", env=env).returncode == 0
@@ -283,8 +285,9 @@ def test_a_worse_shadow_canary_without_labels_is_not_promoted(stage):
     prepare(stage, "cweak", ("good", "weak"))
     env = stage["env"]
     with Traffic(stage["url"], "cweak"):
+        # the hold on labels is the point here: a latency bound this loose cannot abort it on a busy host
         result = run_mlctl("canary", "start", "cweak", "2", "--shadow", "--weight", "30", "--interval", "1s",
-                           "--min-requests", "20", "--max-seconds", "12", env=env)
+                           "--min-requests", "20", "--max-seconds", "12", "--p99-slack-ms", "1000", env=env)
     assert result.returncode == 6, result.stdout + result.stderr
     assert "passed its last step but was not promoted: accuracy not made: 0 of 50 labels on the canary" in result.stderr
     assert "--allow-unlabelled" in result.stderr and result.stdout == ""

@@ -45,6 +45,12 @@ class CanaryPolicy:
     # accuracy (CBPE from its logged scores), reported as estimated with its band
     estimate_missing_labels: bool = False
 
+    def __post_init__(self) -> None:
+        if self.p99_ratio < 1 or self.p99_slack_ms < 0:
+            raise UsageError(f"the latency check needs --p99-ratio of at least 1 and --p99-slack-ms of at least 0 "
+                             f"(got {self.p99_ratio:g} and {self.p99_slack_ms:g})",
+                             hint="the canary breaches when its p99 exceeds stable's p99 x ratio + slack")
+
 
 @dataclass(frozen=True)
 class CanaryState:
