@@ -80,8 +80,7 @@ def run_kind(kind: str, trials: int, rng: random.Random, work: Path, env: dict) 
         counts["fresh_replica_serves_channel"] = replica.served("digits") == {want}
         replica.close()
     finally:
-        for option in options:
-            servers.stop(option.name, grace_s=10)
+        servers.stop_many([option.name for option in options], grace_s=10)
     counts["versions_published"] = len(repo.versions("digits"))
     counts["history_entries"] = len(ChannelStore(repo.store).load("digits")[0].history)
     return {"kind": kind, **counts, "examples": examples}

@@ -62,8 +62,7 @@ def channel_replicas(home: Path, repository: str, count: int, channel: str = "pr
             states.append(servers.start(triton_options(repository, f"r{i}", channel=channel, extra_args=server_args)))
         yield states
     finally:
-        for state in states:
-            servers.stop(state.name, grace_s=15)
+        servers.stop_many([state.name for state in states], grace_s=15)
 
 
 def demo_load(model: str, states: list[ServerState], clients: int, max_seconds: float,

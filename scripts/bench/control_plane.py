@@ -95,8 +95,7 @@ def main() -> int:
             results["mlctl_help_s"] = {"median": statistics.median(help_times), "max": max(help_times)}
             results["mlctl_status_s"] = {"median": statistics.median(status_times), "max": max(status_times), "replicas": 2}
         finally:
-            for s in states:
-                servers.stop(s.name, grace_s=10)
+            servers.stop_many([s.name for s in states], grace_s=10)
     finally:
         stop(moto)
     results["drift_report"] = "not measured: the prediction log and drift report are not built yet"

@@ -46,9 +46,7 @@ class Fleet:
         self.targets_file.write_text("\n".join(lines) + "\n")
 
     def stop(self) -> None:
-        for states in self.states.values():
-            for state in states:
-                self.servers.stop(state.name, grace_s=5)
+        self.servers.stop_many([state.name for states in self.states.values() for state in states], grace_s=5)
 
 
 def build_fleet(root: Path, bundle, versions: int = 10) -> Fleet:

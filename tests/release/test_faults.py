@@ -99,8 +99,7 @@ def test_hung_replica_mid_promote_times_out_reverts_and_reconcile_converges(tmp_
         assert served(urls[0]) == served(urls[1]) == {1}
     finally:
         os.kill(hung, signal.SIGCONT)
-        for state in states:
-            servers.stop(state.name, grace_s=10)
+        servers.stop_many([state.name for state in states], grace_s=10)
 
 
 # --- a network partition: a replica in a namespace of its own, reached over a veth pair ------------------

@@ -53,6 +53,11 @@ class Fleet:
         return tuple(s.grpc_url for s in self.states)
 
 
+# Tests of what the store keeps (audit history, compare-and-swap, checksums, channel state) run on both stores;
+# tests of how replicas switch run on the local one only: the switch itself does not touch the store
+LOCAL_ONLY = pytest.mark.parametrize("fleet", ["local"], indirect=True)
+
+
 @pytest.fixture(scope="module", params=["local", "s3"])
 def fleet(request, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
@@ -75,8 +80,7 @@ def fleet(request, tmp_path_factory):
         try:
             yield fleet
         finally:
-            for option in options:
-                servers.stop(option.name, grace_s=10)
+            servers.stop_many([option.name for option in options], grace_s=10)
 
 
 @pytest.fixture
@@ -141,6 +145,7 @@ def test_promote_reaches_every_replica_and_is_audited(ctx, exports):
     assert "specific" in config and "versions: 1" in config
 
 
+@LOCAL_ONLY
 def test_unversioned_requests_get_the_promoted_version_not_the_newest(ctx, exports):
     publish(ctx, exports["mlp"], "pinned", 1)
     lifecycle(ctx).promote("pinned", 1, "production")
@@ -149,6 +154,7 @@ def test_unversioned_requests_get_the_promoted_version_not_the_newest(ctx, expor
     assert served(ctx, "pinned") == [{1}] * len(ctx.urls)
 
 
+@LOCAL_ONLY
 def test_switches_under_load_fail_no_request(ctx, exports):
     v1, v2 = publish(ctx, exports["mlp"], "busy", 2)
     lc = lifecycle(ctx)
@@ -170,6 +176,7 @@ def test_switches_under_load_fail_no_request(ctx, exports):
     assert set(verdict["by_protocol"]) == {"grpc", "http"}
 
 
+@LOCAL_ONLY
 def test_a_replica_that_fails_to_load_aborts_and_reverts(ctx, exports, tmp_path):
     (good,) = publish(ctx, exports["mlp"], "fragile", 1)
     broken = tmp_path / "broken"
@@ -259,6 +266,7 @@ def test_reconcile_repairs_drift_and_reports_it(ctx, exports):
     assert lc.reconcile(["drift"])["changes"] == []
 
 
+@LOCAL_ONLY
 def test_bad_input_is_refused_and_changes_nothing(ctx, exports):
     v1, v2 = publish(ctx, exports["mlp"], "strict", 2)
     lc = lifecycle(ctx)
@@ -280,6 +288,7 @@ def test_bad_input_is_refused_and_changes_nothing(ctx, exports):
     assert served(ctx, "strict") == [{v1}] * len(ctx.urls)
 
 
+@LOCAL_ONLY
 def test_cli_commands_and_exit_codes(ctx, exports):
     v1, v2 = publish(ctx, exports["mlp"], "cli", 2)
     env = {"MLCTL_REPOSITORY": ctx.uri, "MLCTL_TARGETS_PRODUCTION": ",".join(ctx.urls)}
@@ -300,9 +309,8 @@ def test_cli_commands_and_exit_codes(ctx, exports):
     assert down.returncode == 5 and "nothing was changed" in down.stderr
 
 
+@pytest.mark.parametrize("fleet", ["s3"], indirect=True)
 def test_bad_s3_credentials_are_a_clear_error(ctx, exports, monkeypatch):
-    if ctx.kind != "s3":
-        pytest.skip("S3 only")
     before = run_mlctl("-r", ctx.uri, "model", "list", "--json")
     assert before.returncode == 0, before.stderr
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
@@ -379,6 +387,7 @@ def test_restricted_control_api_needs_the_key(tmp_path, exports):
         servers.stop("locked", grace_s=10)
 
 
+@LOCAL_ONLY
 def test_a_mistyped_channel_is_refused_and_a_channel_can_be_removed(ctx, exports):
     (v1,) = publish(ctx, exports["mlp"], "typo", 1)
     env = {**ctx_env(ctx), "MLCTL_REPOSITORY": ctx.uri, "MLCTL_TARGETS_PRODUCTION": ",".join(ctx.urls)}
@@ -412,9 +421,8 @@ def test_a_mistyped_channel_is_refused_and_a_channel_can_be_removed(ctx, exports
     assert busy.returncode == 4 and "has replicas in the targets" in busy.stderr
 
 
+@LOCAL_ONLY
 def test_ctrl_c_during_a_promote_exits_130_and_reconcile_closes_it(ctx, exports):
-    if ctx.kind != "local":
-        pytest.skip("the interrupt path does not depend on the store")
     import subprocess
 
     from support import MLCTL, TESTS

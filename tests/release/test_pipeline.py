@@ -296,8 +296,7 @@ def test_promote_and_rollback_move_the_pipeline_across_two_channel_replicas_unde
             fresh.close()
         print(f"\npipeline promote+rollback on 2 replicas, 8 clients: {verdict}")
     finally:
-        for name in ("prod1", "prod2", "prod3"):
-            servers.stop(name, grace_s=15)
+        servers.stop_many(("prod1", "prod2", "prod3"), grace_s=15)
 
 
 def test_cli_promotes_a_pipeline_on_a_channel_and_refuses_a_tampered_version(pipeline_repo, tmp_path):

@@ -164,6 +164,22 @@ class LocalServers:
         self.files.remove(name)
         return state
 
+    def stop_many(self, names, grace_s: float = 30.0) -> list[ServerState]:
+        """Stop several servers at once: every local one is sent SIGTERM before any is waited for, so they
+        drain and unload side by side (a fleet's stop takes as long as its slowest server, not their sum)."""
+        states = [state for state in (self.running(name) for name in names) if state is not None]
+        local = [state for state in states if state.runtime != "docker"]
+        for state in states:
+            if state.runtime == "docker":
+                self._shutdown(state, grace_s)
+        signalled = [state.pid for state in local if self._signal(state.pid)]
+        deadline = time.monotonic() + grace_s
+        for pid in signalled:
+            self._wait_or_kill(pid, deadline)
+        for state in states:
+            self.files.remove(state.name)
+        return states
+
     def status(self, name: str) -> dict:
         state = self.running(name)
         if state is None:
@@ -251,13 +267,22 @@ class LocalServers:
 
     @staticmethod
     def _terminate(pid: int | None, grace_s: float) -> None:
+        if LocalServers._signal(pid):
+            LocalServers._wait_or_kill(pid, time.monotonic() + grace_s)
+
+    @staticmethod
+    def _signal(pid: int | None) -> bool:
+        """SIGTERM: Triton drains in-flight requests, then exits. False when there was nothing to signal."""
         if not pid_alive(pid):
-            return
+            return False
         try:
-            os.kill(pid, signal.SIGTERM)  # Triton drains in-flight requests, then exits
+            os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace_s
+            return False
+        return True
+
+    @staticmethod
+    def _wait_or_kill(pid: int, deadline: float) -> None:
         while time.monotonic() < deadline:
             if not pid_alive(pid):
                 return
