@@ -64,6 +64,10 @@ def test_tune_applies_a_config_revision_under_load_and_rolls_it_back(channel, tm
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["best"] is not None and result["pareto"] and result["configs_tried"] == 3
+    # the default search screens every config with short windows, then judges only the ones measured again in full
+    assert result["search"] == "halving" and result["measurements"] > result["configs_tried"]
+    full = [e for e in result["evaluations"] if not e["screening"]]
+    assert any(e["screening"] for e in result["evaluations"]) and result["best"]["config"] in [e["config"] for e in full]
     best = result["best"]["config"]
     assert result["best"]["point"]["p99_ms"] <= 1000
     assert (tmp_path / "tune.png").stat().st_size > 0
