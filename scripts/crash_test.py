@@ -23,7 +23,7 @@ from pathlib import Path
 from local_servers import start_s3, stop, triton_options
 
 MLCTL = str(Path(sys.executable).parent / "mlctl")
-KILL_WINDOW_S = {"publish": (0.2, 1.5), "promote": (0.3, 4.0)}
+KILL_WINDOW_S = {"publish": (0.2, 1.5), "promote": (0.3, 2.0)}  # a promote of 2 replicas takes ~1-1.5 s with its start
 
 
 def run_kind(kind: str, trials: int, rng: random.Random, work: Path, env: dict) -> dict:

@@ -195,11 +195,11 @@ def test_split_follows_the_weight_and_direct_requests_stay_on_stable(stage):
     wait_until(lambda: call(stage["url"], "/v1/models/csplit/predict", ROW, key=ADMIN_KEY)[1].get("version") == "2", 10,
                "the gateway routing to the canary")  # it re-reads the canary state every second
     counts: dict[str, int] = {}
-    for _ in range(2000):
+    for _ in range(1000):  # the split counts requests, so 1,000 in a row hold 300 +/- 1 canary answers
         status, body = call(stage["url"], "/v1/models/csplit/predict", ROW, key=ADMIN_KEY)
         assert status == 200
         counts[body["version"]] = counts.get(body["version"], 0) + 1
-    share = counts.get("2", 0) / 2000
+    share = counts.get("2", 0) / 1000
     print(f"\nsplit at weight 30: {counts} -> canary share {share:.4f}")
     assert abs(share - 0.30) <= 0.02, counts
     with TritonClient(stage["replica"].grpc_url) as client:  # unversioned, straight to Triton: stable
