@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
@@ -41,4 +42,5 @@ def console(
         raise ConflictError(f"port {port} on {host} is in use", hint="pass another --port")
     mode = "read-only (no admin keys)" if console_settings.read_only else "actions allowed with an admin key"
     note(f"console on http://{host}:{port} for {console_settings.repository}: {mode}; Ctrl-C to stop")
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # uvicorn stops gracefully on SIGTERM, then re-raises it
     uvicorn.run(create_app(console_settings), host=host, port=port, log_level="warning")

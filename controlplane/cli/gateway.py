@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
@@ -69,6 +70,7 @@ def serve(
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     shared = make_shared_file(len(limiter.slots)) if workers > 1 and key_limits else None  # one set of buckets for all workers
     os.environ.update(config_environment(replace(config, limits_file=shared)))  # each worker builds its own app from it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # uvicorn stops gracefully on SIGTERM, then re-raises it
     try:
         # no proxy-headers middleware and no access log: neither is used, both cost on every request
         uvicorn.run(FACTORY, factory=True, host=host, port=port, workers=workers, log_level="warning", access_log=False,

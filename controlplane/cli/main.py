@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Annotated, Optional
 
@@ -109,7 +110,10 @@ app.command("console")(console_cli.console)
 
 
 def run() -> None:
-    """Console entry point. Usage errors exit 2 (typer); MlctlError exits with its own code."""
+    """Console entry point. Usage errors exit 2 (typer); MlctlError exits with its own code. SIGTERM (a CI job's
+    timeout, `kill`) is handled as Ctrl-C is: the command's cleanup runs (a scratch server is stopped, a switch is
+    left for 'mlctl reconcile'); servers that install their own handler (the gateway) replace this one."""
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app()
     except MlctlError as exc:
@@ -118,6 +122,11 @@ def run() -> None:
     except SystemExit as exc:
         _exit(exc.code)
     _exit(0)
+
+
+def _terminated(signum, frame) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # once: a second signal must not cut the cleanup short
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _exit(code: object) -> None:
