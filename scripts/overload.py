@@ -8,7 +8,7 @@ requests' p99 against the budget and the rejects' latency against REJECT_FAST_MS
 `--out FILE` writes the result as JSON there too.
 
 Usage: .venv/bin/python scripts/overload.py [--seconds 5] [--max-queue-size 4] [--budget-ms 50] [--json]
-       [--format onnx|torchscript] [--instance-kind cpu|gpu] [--out FILE]
+       [--format onnx|torchscript] [--instance-kind cpu|gpu] [--hidden 64 --depth 1] [--out FILE]
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ def main() -> int:
     parser.add_argument("--in-flight", type=int, default=64, help="open-loop worker threads")
     parser.add_argument("--format", default="onnx", choices=("onnx", "torchscript"), help="the model's format")
     parser.add_argument("--instance-kind", default="cpu", choices=("cpu", "gpu"), help="KIND_CPU or KIND_GPU instance")
+    parser.add_argument("--hidden", type=int, default=64, help="the classifier's hidden width (64: the demo model)")
+    parser.add_argument("--depth", type=int, default=1, help="its hidden layers: wider and deeper make each request cost "
+                        "compute, as a real model does, rather than only per-request handling")
     parser.add_argument("--out", help="write the result (JSON) here too")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -63,7 +66,8 @@ def main() -> int:
     (work / "repo").mkdir()
     repo = Repository(open_store(str(work / "repo")))
     options = ServingOptions(max_queue_size=args.max_queue_size, instance_kind=args.instance_kind)
-    demo.publish_demo_versions(repo, "digits", (0,), work / "exports", options, fmt=args.format)
+    demo.publish_demo_versions(repo, "digits", (0,), work / "exports", options, fmt=args.format, hidden=args.hidden,
+                               depth=args.depth)
     servers = LocalServers(work / "home")
     state = servers.start(triton_options(repo.uri, "overload", models=("digits",)))
     rows = {demo.INPUT_NAME: np.random.default_rng(0).random((1, 64), dtype=np.float32)}
@@ -91,7 +95,7 @@ def main() -> int:
     rejected = [r.latency_s for r in offered.records if r.error and QUEUE_FULL in r.error.lower()]
     other = [r.error for r in offered.records if r.error and QUEUE_FULL not in r.error.lower()]
     result = {
-        "format": args.format, "instance_kind": args.instance_kind,
+        "format": args.format, "instance_kind": args.instance_kind, "hidden": args.hidden, "depth": args.depth,
         "saturation_rps": round(saturation, 1), "saturation_p99_ms": ms(closed.latencies_s, 99),
         "saturation_failures": closed.failures,
         "offered_rps": round(2 * saturation, 1), "sent": len(offered.records),

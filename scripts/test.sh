@@ -17,4 +17,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 bash scripts/setup.sh
 bash scripts/kubectl.sh
-exec .venv/bin/python -m pytest "$@"
+# Two workers, each taking whole test files (a module's servers stay with its tests): most tests wait on servers,
+# so two files at a time fit the 2 cores. MLCTL_TEST_WORKERS=0 runs everything in this one process.
+exec .venv/bin/python -m pytest -n "${MLCTL_TEST_WORKERS:-2}" --dist loadfile --durations=15 "$@"

@@ -30,15 +30,18 @@ def load_digits_split(test_fraction: float = 0.2, seed: int = 0) -> DigitsData:
     return DigitsData(x_train, y_train, x_test, y_test)
 
 
-def build_classifier(hidden: int = 64):
+def build_classifier(hidden: int = 64, depth: int = 1):
+    """64 pixels -> `depth` hidden layers of `hidden` -> 10 class probabilities (deeper and wider: a heavier
+    model of the same signature, for drills that need each request to cost compute)."""
     import torch
 
     class DigitsClassifier(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.body = torch.nn.Sequential(
-                torch.nn.Linear(64, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, CLASSES)
-            )
+            layers: list = [torch.nn.Linear(64, hidden), torch.nn.ReLU()]
+            for _ in range(depth - 1):
+                layers += [torch.nn.Linear(hidden, hidden), torch.nn.ReLU()]
+            self.body = torch.nn.Sequential(*layers, torch.nn.Linear(hidden, CLASSES))
 
         def forward(self, pixels: torch.Tensor) -> torch.Tensor:
             return torch.softmax(self.body(pixels), dim=1)
@@ -74,7 +77,7 @@ def predict(model, x: np.ndarray) -> np.ndarray:
 
 
 def publish_demo_versions(repo, name: str, seeds: tuple[int, ...], workdir, options=None, reference=None,
-                          fmt: str = "onnx") -> list[int]:
+                          fmt: str = "onnx", hidden: int = 64, depth: int = 1) -> list[int]:
     """Publish one untrained classifier per seed as consecutive versions of `name` (for drills and benchmarks),
     in `fmt` (onnx, or torchscript where onnxruntime is absent, e.g. on a GPU machine)."""
     from pathlib import Path
@@ -97,7 +100,7 @@ def publish_demo_versions(repo, name: str, seeds: tuple[int, ...], workdir, opti
                 formats=(fmt,),
                 overwrite=True,
             ),
-            model=build_classifier(),
+            model=build_classifier(hidden, depth),
         )
         versions.append(repo.publish(bundle, name, fmt, options or ServingOptions(), {"seed": seed}, reference).version)
     return versions
