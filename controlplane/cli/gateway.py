@@ -29,6 +29,8 @@ def serve(
     admin_keys: Annotated[str | None, typer.Option(envvar="MLCTL_GATEWAY_ADMIN_KEYS", help="Comma-separated keys for feedback and admin.")] = None,
     log: Annotated[str | None, typer.Option(envvar="MLCTL_PREDICTION_LOG", help="Prediction log: a folder or s3://bucket/prefix.")] = None,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 1 << 20,
+    max_in_flight: Annotated[int, typer.Option(
+        help="Per model and worker: requests beyond this many in flight to Triton are answered 429 at once (0: no limit).")] = 0,
     flush_rows: Annotated[int, typer.Option(help="Log segment size (records).")] = 1000,
     flush_seconds: Annotated[float, typer.Option(help="Longest a logged record waits before its segment is written.")] = 2.0,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes, shared-nothing, each with its own log writer.")] = 1,
@@ -55,7 +57,7 @@ def serve(
 
     tls = ctx.obj.tls  # towards Triton's gRPC (MLCTL_TLS_*)
     config = GatewayConfig(triton_url=triton_url, triton_http_url=triton_http_url, predict_keys=_keys(predict_keys), admin_keys=_keys(admin_keys),
-                           max_body_bytes=max_body_bytes, log_uri=log, flush_rows=flush_rows, flush_seconds=flush_seconds,
+                           max_body_bytes=max_body_bytes, max_in_flight=max_in_flight, log_uri=log, flush_rows=flush_rows, flush_seconds=flush_seconds,
                            repository=ctx.obj.repository, key_limits=key_limits,
                            **({"triton_tls_ca": tls.ca, "triton_tls_cert": tls.cert, "triton_tls_key": tls.key} if tls else {}))
     if not config.admin_keys:
@@ -63,6 +65,8 @@ def serve(
     if tls and triton_http_url:
         raise UsageError("Triton serves TLS on gRPC only: --triton-http-url would send predictions in plain text",
                          hint="leave out --triton-http-url (inference then goes over TLS gRPC), or MLCTL_TLS_* for a plain-text Triton")
+    if max_in_flight < 0:
+        raise UsageError(f"--max-in-flight must not be negative (got {max_in_flight})", hint="0 means no limit")
     if bool(tls_cert) != bool(tls_key):
         raise UsageError("HTTPS needs both --tls-cert and --tls-key")
     limiter = Limiter(config.admin_keys | config.predict_keys, parse_limits(key_limits), max_body_bytes)  # bad limits: exit 2 now

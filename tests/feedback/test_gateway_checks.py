@@ -245,3 +245,55 @@ def test_shadow_records_carry_the_clients_ids_so_feedback_labels_both_arms(stage
         assert canary["predicted"] == stable["predicted"]  # the same weights in both arms
     labels = {r["prediction_id"]: r["label"] for r in read_log(tmp_path / "log", "feedback")}
     assert set(labels) == set(issued)
+
+
+# --- admission control -----------------------------------------------------------------------------------
+def test_requests_beyond_max_in_flight_are_refused_at_once_with_429_and_counted(gateway_factory):
+    """--max-in-flight 1: of 32 clients at once, those that find a request of the model already at Triton are
+    answered 429 with Retry-After in a moment (they never reach Triton); the rest are answered, and the 429s are
+    counted as the rejected requests of that model."""
+    import threading
+    import time
+
+    gateway = gateway_factory(options=("--max-in-flight", "1"))
+    results: list[tuple[int, float, str | None]] = []
+    lock, go = threading.Lock(), threading.Event()
+
+    def client(seed: int) -> None:
+        go.wait()
+        for i in range(10):
+            request = urllib.request.Request(gateway.url + PREDICT.format("classifier"), method="POST",
+                                             data=json.dumps({"inputs": {"pixels": rows(1, seed * 10 + i)}}).encode())
+            request.add_header("Content-Type", "application/json")
+            request.add_header("X-API-Key", PREDICT_KEY)
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    outcome = (response.status, time.perf_counter() - started, None)
+            except urllib.error.HTTPError as exc:
+                outcome = (exc.code, time.perf_counter() - started, exc.headers.get("Retry-After"))
+            with lock:
+                results.append(outcome)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(32)]
+    for thread in threads:
+        thread.start()
+    go.set()
+    for thread in threads:
+        thread.join()
+    statuses = [status for status, _, _ in results]
+    assert len(results) == 320 and set(statuses) <= {200, 429}, sorted(set(statuses))
+    refused = [(seconds, retry) for status, seconds, retry in results if status == 429]
+    assert refused and statuses.count(200) > 0  # 32 clients at once cannot all find the model free
+    assert all(retry == "1" for _, retry in refused)
+    metrics = gateway.metrics()
+    assert f'mlctl_gateway_requests_total{{model="classifier",route="predict",status="429",version=""}} {len(refused)}.0' in metrics
+    assert f'mlctl_gateway_requests_total{{model="classifier",route="predict",status="ok"' in metrics
+
+
+def test_a_negative_max_in_flight_is_a_usage_error(stage, tmp_path):
+    from support import run_mlctl
+
+    refused = run_mlctl("gateway", "serve", "--triton-url", stage["triton"].grpc_url, "--max-in-flight", "-1",
+                        env={"MLCTL_GATEWAY_ADMIN_KEYS": ADMIN_KEY})
+    assert refused.returncode == 2 and "--max-in-flight must not be negative" in refused.stderr

@@ -16,6 +16,9 @@ class GatewayConfig:
     predict_keys: frozenset[str] = frozenset()
     admin_keys: frozenset[str] = frozenset()  # feedback and admin; also allowed to predict
     max_body_bytes: int = 1 << 20
+    # admission control, per model and worker: a request beyond this many in flight to Triton is answered 429 at
+    # once, before Triton (0: no limit). An alternative to Triton's queue policy, which stalls 2.51's batcher
+    max_in_flight: int = 0
     log_uri: str | None = None  # local folder or s3://bucket/prefix; None: no prediction log
     flush_rows: int = 1000
     flush_seconds: float = 2.0

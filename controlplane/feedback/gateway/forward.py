@@ -17,6 +17,7 @@ import numpy as np
 from starlette.exceptions import HTTPException
 from tritonclient.utils import InferenceServerException
 
+from controlplane.defaults import GATEWAY_RETRY_AFTER_S
 from controlplane.errors import UsageError
 from controlplane.feedback.gateway import answer
 from controlplane.feedback.gateway.metrics import UNKNOWN_MODEL
@@ -83,6 +84,13 @@ async def forward(gateway: GatewayState, model: str, info: ModelInfo, tensors: t
         arm_version = str(canary.stable)
         if not canary.shadow and gateway.router.to_canary(model, canary.weight, sticky_key if canary.sticky else None):
             target, arm_version = canary_model(model), str(canary.canary)
+    limit = gateway.config.max_in_flight
+    busy = gateway.in_flight.get(model, 0)
+    if limit and busy >= limit:  # admission control: refused at once, before Triton queues it
+        raise HTTPException(429, f"model {model!r} is overloaded ({busy} requests in flight at this gateway worker, the "
+                                 f"limit is {limit}); retry after {GATEWAY_RETRY_AFTER_S} s",
+                            headers={"Retry-After": str(GATEWAY_RETRY_AFTER_S)})
+    gateway.in_flight[model] = busy + 1
     try:
         version, outputs = await gateway.upstream.infer(target, tensors, explicit, parameters)
     except InferenceServerException as exc:
@@ -96,6 +104,8 @@ async def forward(gateway: GatewayState, model: str, info: ModelInfo, tensors: t
         except InferenceServerException as again:
             gateway.log_predictions(model, answer.failure_rows(model, str(canary.stable), ms_since(started)))
             raise gateway.upstream.http_error(again, model) from again
+    finally:
+        gateway.in_flight[model] -= 1
     ids = gateway.ids.take(answer.rows_of(info.signature, arrays))
     if canary is not None and canary.shadow:
         gateway.spawn(_mirror(gateway, model, canary, info, arrays, tensors, ids, parameters))

@@ -30,6 +30,7 @@ class GatewayState:
     ids: IdSource = field(default_factory=IdSource)
     log: PredictionLog | None = None  # opened at start-up when config.log_uri is set
     tasks: set[asyncio.Future] = field(default_factory=set)  # shadow requests in flight
+    in_flight: dict[str, int] = field(default_factory=dict)  # requests sent to Triton and not yet answered, per model
 
     def log_predictions(self, model: str, rows: PredictionRows) -> None:
         if self.log is not None:
