@@ -5,34 +5,79 @@ closed loop of `--clients` (at most `max_queue_size`, so none is rejected) finds
 Latencies count from each request's scheduled time (a late request's wait is in it). Reports the accepted
 requests' p99 against the budget and the rejects' latency against REJECT_FAST_MS.
 `--format torchscript --instance-kind gpu` serves the model as TorchScript on the GPU (scripts/bench/gpu.sh --hotswap);
-`--out FILE` writes the result as JSON there too.
+`--out FILE` writes the result as JSON there too. `--gateway-max-in-flight N` publishes the model without a queue
+policy and drives the load through `mlctl gateway serve --max-in-flight N` instead (the gateway's predict route, one
+keep-alive connection per worker): the gateway refuses beyond N in flight with 429.
 
 Usage: .venv/bin/python scripts/overload.py [--seconds 5] [--max-queue-size 4] [--budget-ms 50] [--json]
-       [--format onnx|torchscript] [--instance-kind cpu|gpu] [--hidden 64 --depth 1] [--out FILE]
+       [--format onnx|torchscript] [--instance-kind cpu|gpu] [--hidden 64 --depth 1] [--gateway-max-in-flight N]
+       [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from local_servers import triton_options
+from local_servers import start_listening, stop, triton_options
 
 from controlplane.demo import digits as demo
 from controlplane.model.config import ServingOptions
+from controlplane.readiness import free_port
 from controlplane.store import open_store
 from controlplane.store.repository import Repository
 from controlplane.triton.client import TritonClient
 from controlplane.triton.load import run_open_loop, run_threads
 from controlplane.triton.server.local import LocalServers
 
+GATEWAY_KEY = "overload-drill-key"
 REJECT_FAST_MS = 5.0  # the issue's goal: the excess is refused in under this
 QUEUE_FULL = "maximum queue size"  # Triton's message for a reject by the queue policy
+
+
+GATEWAY_REFUSED = "http 429"
+
+
+def _rejected(error: str) -> bool:
+    return QUEUE_FULL in error.lower() or GATEWAY_REFUSED in error.lower()
+
+
+def start_gateway(triton_grpc_url: str, max_in_flight: int):
+    """`mlctl gateway serve --max-in-flight N` in front of the replica (no prediction log: the drill measures
+    admission, not logging); (process, port) once it listens."""
+    port = free_port()
+    env = {**os.environ, "MLCTL_GATEWAY_PREDICT_KEYS": GATEWAY_KEY, "MLCTL_GATEWAY_ADMIN_KEYS": GATEWAY_KEY}
+    mlctl = str(Path(sys.executable).parent / "mlctl")
+    return start_listening([mlctl, "gateway", "serve", "--port", str(port), "--triton-url", triton_grpc_url,
+                            "--max-in-flight", str(max_in_flight)], port, "the gateway", env=env), port
+
+
+class GatewayClient:
+    """One keep-alive HTTP connection to the gateway's predict route; a refusal raises 'http 429: ...'."""
+
+    def __init__(self, port: int, rows: dict) -> None:
+        import http.client
+
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.body = json.dumps({"inputs": {name: array.tolist() for name, array in rows.items()}}).encode()
+        self.headers = {"Content-Type": "application/json", "X-API-Key": GATEWAY_KEY}
+
+    def predict(self) -> str:
+        self.connection.request("POST", "/v1/models/digits/predict", self.body, self.headers)
+        response = self.connection.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"http {response.status}: {data[:200]!r}")
+        return json.loads(data)["version"]
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 def ms(values: list[float], q: float) -> float | None:
@@ -57,6 +102,9 @@ def main() -> int:
     parser.add_argument("--hidden", type=int, default=64, help="the classifier's hidden width (64: the demo model)")
     parser.add_argument("--depth", type=int, default=1, help="its hidden layers: wider and deeper make each request cost "
                         "compute, as a real model does, rather than only per-request handling")
+    parser.add_argument("--gateway-max-in-flight", type=int, default=0,
+                        help="instead of Triton's queue policy, drive the load through `mlctl gateway serve --max-in-flight N` "
+                             "(HTTP predict route; the gateway refuses beyond N in flight with 429)")
     parser.add_argument("--out", help="write the result (JSON) here too")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -65,18 +113,24 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="mlctl-overload-"))
     (work / "repo").mkdir()
     repo = Repository(open_store(str(work / "repo")))
-    options = ServingOptions(max_queue_size=args.max_queue_size, instance_kind=args.instance_kind)
+    via_gateway = args.gateway_max_in_flight > 0
+    options = ServingOptions(max_queue_size=0 if via_gateway else args.max_queue_size, instance_kind=args.instance_kind)
     demo.publish_demo_versions(repo, "digits", (0,), work / "exports", options, fmt=args.format, hidden=args.hidden,
                                depth=args.depth)
     servers = LocalServers(work / "home")
     state = servers.start(triton_options(repo.uri, "overload", models=("digits",)))
     rows = {demo.INPUT_NAME: np.random.default_rng(0).random((1, 64), dtype=np.float32)}
-    # every worker's client is made (and its channel opened) before any timing: only requests are measured
-    opened = [TritonClient(state.grpc_url, "grpc", timeout_s=30) for _ in range(max(args.in_flight, args.clients))]
+    gateway = None
+    if via_gateway:
+        gateway, gateway_port = start_gateway(state.grpc_url, args.gateway_max_in_flight)
+        opened = [GatewayClient(gateway_port, rows) for _ in range(max(args.in_flight, args.clients))]
+    else:
+        # every worker's client is made (and its channel opened) before any timing: only requests are measured
+        opened = [TritonClient(state.grpc_url, "grpc", timeout_s=30) for _ in range(max(args.in_flight, args.clients))]
 
     def make_caller(index: int):
         client = opened[index]
-        return lambda: client.infer("digits", rows).version
+        return client.predict if via_gateway else (lambda: client.infer("digits", rows).version)
 
     try:
         # the saturation rate: a closed loop the queue never overflows (at most max_queue_size waiting), warmed first
@@ -88,19 +142,22 @@ def main() -> int:
     finally:
         for client in opened:
             client.close()
+        if gateway is not None:
+            stop(gateway)
         servers.stop("overload", grace_s=10)
         if args.out:  # the server's log tail beside the result
             Path(args.out).with_suffix(".server.log").write_text(Path(state.log_path).read_text(errors="replace")[-100_000:])
     accepted = [r.latency_s for r in offered.records if not r.error]
-    rejected = [r.latency_s for r in offered.records if r.error and QUEUE_FULL in r.error.lower()]
-    other = [r.error for r in offered.records if r.error and QUEUE_FULL not in r.error.lower()]
+    rejected = [r.latency_s for r in offered.records if r.error and _rejected(r.error)]
+    other = [r.error for r in offered.records if r.error and not _rejected(r.error)]
     result = {
         "format": args.format, "instance_kind": args.instance_kind, "hidden": args.hidden, "depth": args.depth,
         "saturation_rps": round(saturation, 1), "saturation_p99_ms": ms(closed.latencies_s, 99),
         "saturation_failures": closed.failures,
         "offered_rps": round(2 * saturation, 1), "sent": len(offered.records),
         "sent_rps": round(len(offered.records) / offered.elapsed_s, 1),
-        "max_queue_size": args.max_queue_size, "budget_ms": args.budget_ms,
+        "max_queue_size": 0 if via_gateway else args.max_queue_size, "gateway_max_in_flight": args.gateway_max_in_flight,
+        "budget_ms": args.budget_ms,
         "accepted": len(accepted), "accepted_p50_ms": ms(accepted, 50), "accepted_p99_ms": ms(accepted, 99),
         "rejected": len(rejected), "rejected_p50_ms": ms(rejected, 50), "rejected_p99_ms": ms(rejected, 99),
         "rejected_max_ms": round(max(rejected) * 1000, 2) if rejected else None,
