@@ -150,5 +150,6 @@ def _exit(code: object) -> None:
             pass
     os._exit(status)
 
+
 if __name__ == "__main__":
     run()
