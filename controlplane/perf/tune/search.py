@@ -14,7 +14,7 @@
 A candidate's score is its best throughput among load points that meet the latency budget with no errors
 (0 when none does, or when it is under the throughput floor).
 
-Both take `stop(measured) -> bool`, asked before each new candidate: when it says so (a time or count limit), the
+Each takes `stop(measured) -> bool`, asked before each new candidate: when it says so (a time or count limit), the
 search ends and returns what it has measured.
 """
 
