@@ -49,19 +49,20 @@ def prediction_rows(model: str, version: str, ids, features, outputs, classifier
                           labels)
 
 
-def _matrix(array: np.ndarray | None, rows: int) -> np.ndarray:
-    """(rows, width) float32 (as the log stores it); no columns when there is nothing."""
-    if array is None:
-        return np.empty((rows, 0), dtype=np.float32)
-    return np.asarray(array, dtype=np.float32).reshape(rows, -1)
+def _widths(arrays: list[np.ndarray | None], counts: list[int]) -> list[int]:
+    """Values per row of each request's array (0 for none)."""
+    return [a.size // n if a is not None and n else 0 for a, n in zip(arrays, counts)]
 
 
-def _list_column(matrices: list[np.ndarray]):
+def _list_column(arrays: list[np.ndarray | None], counts: list[int], widths: list[int]):
+    """list<float32>, a row per request row: every request's values joined in one call, the offsets from the
+    widths repeated by the row counts (no per-request numpy call)."""
     import pyarrow as pa
 
-    widths = np.concatenate([np.full(m.shape[0], m.shape[1], dtype=np.int32) for m in matrices]) if matrices else np.empty(0, np.int32)
-    offsets = np.concatenate([[0], np.cumsum(widths, dtype=np.int64)]).astype(np.int32)
-    values = np.concatenate([m.ravel() for m in matrices]) if matrices else np.empty(0, np.float32)
+    present = [a.reshape(-1) for a, w in zip(arrays, widths) if w]
+    values = np.concatenate(present).astype(np.float32, copy=False) if present else np.empty(0, np.float32)
+    offsets = np.zeros(sum(counts) + 1, dtype=np.int32)
+    np.cumsum(np.repeat(np.asarray(widths, dtype=np.int32), counts), out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.float32()))
 
 
@@ -77,37 +78,45 @@ def _loggable(rows: PredictionRows) -> list[tuple[str, np.ndarray]]:
     return kept
 
 
-def _map_column(batches: list[PredictionRows]):
+def _map_column(batches: list[PredictionRows], counts: list[int]):
     """map<string, list<float32>>: per row, each kept output by name (an empty map when none)."""
     import pyarrow as pa
 
-    per_row, names, widths, values = [], [], [], []
+    entries, names, widths, values = [], [], [], []  # entries per request; names, widths per map entry
     for b in batches:
-        kept = _loggable(b)
-        per_row.append(np.full(b.count, len(kept), dtype=np.int64))
+        kept = _loggable(b) if b.more else []
+        entries.append(len(kept))
         if kept:
-            names.append(np.tile(np.array([n for n, _ in kept], dtype=object), b.count))
-            widths.append(np.tile(np.array([m.shape[1] for _, m in kept], dtype=np.int64), b.count))
-            values.append(np.concatenate([m for _, m in kept], axis=1).ravel())
-    counts = np.concatenate(per_row) if per_row else np.empty(0, np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    widths_all = np.concatenate(widths) if widths else np.empty(0, np.int64)
-    items = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(widths_all)]).astype(np.int32), pa.int32()),
+            names.extend([n for n, _ in kept] * b.count)
+            widths.extend([m.shape[1] for _, m in kept] * b.count)
+            values.append(kept[0][1].ravel() if len(kept) == 1 else np.concatenate([m for _, m in kept], axis=1).ravel())
+    offsets = np.zeros(sum(counts) + 1, dtype=np.int32)
+    np.cumsum(np.repeat(np.asarray(entries, dtype=np.int32), counts), out=offsets[1:])
+    item_offsets = np.zeros(len(widths) + 1, dtype=np.int32)
+    np.cumsum(np.asarray(widths, dtype=np.int32), out=item_offsets[1:])
+    items = pa.ListArray.from_arrays(pa.array(item_offsets, pa.int32()),
                                      pa.array(np.concatenate(values) if values else np.empty(0, np.float32), pa.float32()))
-    keys = pa.array(np.concatenate(names) if names else np.empty(0, dtype=object), pa.string())
-    return pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), keys, items)
+    return pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(names, pa.string()), items)
 
 
-def _predicted(rows: PredictionRows, outputs: np.ndarray) -> np.ndarray:
+def _predicted(batches: list[PredictionRows], counts: list[int], widths: list[int]) -> np.ndarray:
     """The class per row: the model's own label, or the arg-max of its scores; -1 where there is none (no
-    classifier, no answer, a non-finite score, or a negative label)."""
-    if rows.labels is not None:
-        labels = np.asarray(rows.labels).reshape(rows.count).astype(np.int64)
-        return np.where(labels >= 0, labels, -1)
-    if not rows.classifier or outputs.shape[1] == 0:
-        return np.full(rows.count, -1, dtype=np.int64)
-    finite = np.isfinite(outputs).all(axis=1)
-    return np.where(finite, np.argmax(np.where(np.isfinite(outputs), outputs, -np.inf), axis=1), -1).astype(np.int64)
+    classifier, no answer, a non-finite score, or a negative label). One vectorised pass per kind of request
+    (labelled; score classifiers of one width), not a pass per request."""
+    predicted = np.full(sum(counts), -1, dtype=np.int64)
+    labelled = [b.labels is not None for b in batches]
+    if any(labelled):
+        labels = np.concatenate([np.asarray(b.labels).reshape(b.count) for b, has in zip(batches, labelled) if has]).astype(np.int64)
+        predicted[np.repeat(labelled, counts)] = np.where(labels >= 0, labels, -1)
+    scored = [0 if has or not b.classifier else w for b, has, w in zip(batches, labelled, widths)]
+    for width in set(scored) - {0}:
+        chosen = [s == width for s in scored]
+        scores = np.concatenate([b.outputs.reshape(-1) for b, c in zip(batches, chosen) if c]).astype(np.float32, copy=False)
+        scores = scores.reshape(-1, width)
+        finite = np.isfinite(scores)
+        best = np.argmax(np.where(finite, scores, -np.inf), axis=1)
+        predicted[np.repeat(chosen, counts)] = np.where(finite.all(axis=1), best, -1)
+    return predicted
 
 
 def rows_table(batches: list[PredictionRows], schema=None):
@@ -115,9 +124,10 @@ def rows_table(batches: list[PredictionRows], schema=None):
     import pyarrow as pa
 
     counts = [b.count for b in batches]
-    features = [_matrix(b.features, b.count) for b in batches]
-    outputs = [_matrix(b.outputs, b.count) for b in batches]
-    predicted = np.concatenate([_predicted(b, o) for b, o in zip(batches, outputs)]) if batches else np.empty(0, np.int64)
+    features = [b.features for b in batches]
+    outputs = [b.outputs for b in batches]
+    output_widths = _widths(outputs, counts)
+    predicted = _predicted(batches, counts, output_widths)
 
     def repeated(values) -> list:
         return [v for v, n in zip(values, counts) for _ in range(n)]
@@ -128,9 +138,9 @@ def rows_table(batches: list[PredictionRows], schema=None):
         "time": pa.array(times, pa.timestamp("ms", tz="UTC")),
         "model": pa.array(repeated([b.model for b in batches]), pa.string()),
         "version": pa.array(repeated([b.version for b in batches]), pa.string()),
-        "features": _list_column(features),
-        "outputs": _list_column(outputs),
-        "more_outputs": _map_column(batches),
+        "features": _list_column(features, counts, _widths(features, counts)),
+        "outputs": _list_column(outputs, counts, output_widths),
+        "more_outputs": _map_column(batches, counts),
         "predicted": pa.array(predicted, pa.int64(), mask=predicted < 0),
         "latency_ms": pa.array(np.repeat(np.array([b.latency_ms for b in batches], dtype=np.float64), counts), pa.float64()),
         "status": pa.array(repeated([b.status for b in batches]), pa.string()),

@@ -99,6 +99,29 @@ def test_rows_become_the_logs_columns_at_flush():
     assert table[3]["features"] == [] and table[3]["outputs"] == [] and table[3]["status"] == "error"
 
 
+def test_a_flush_of_mixed_requests_gives_each_row_its_own_values():
+    """Requests of different kinds and widths in one segment (scores of 3 and of 2, a label output, a failure, an
+    output map on some): each row's columns are those of its own request, as if it were converted alone."""
+    rng = np.random.default_rng(1)
+    scores3, scores2 = rng.random((2, 3)), np.array([[0.2, 0.8]], np.float32)
+    batches = [
+        prediction_rows("m", "1", ["a", "b"], rng.random((2, 4)), scores3, True, 1.0, "ok", more={"emb": np.ones((2, 2))}),
+        prediction_rows("m", "1", ["c"], None, None, False, 2.0, "error"),
+        prediction_rows("m", "2", ["d"], np.arange(3, dtype=np.uint8).reshape(1, 3), scores2, True, 3.0, "ok"),
+        prediction_rows("m", "2", ["e", "f"], rng.random((2, 4)), np.array([[0.5], [0.1]]), False, 4.0, "ok",
+                        more={"digit": np.array([[5], [-2]]), "emb": np.zeros((2, 2))}, labels=np.array([[5], [-2]])),
+        prediction_rows("m", "1", ["g"], rng.random((1, 4)), np.array([[np.inf, 0.1, 0.2]]), True, 5.0, "ok"),
+    ]
+    together = rows_table(batches).to_pylist()
+    alone = [row for b in batches for row in rows_table([b]).to_pylist()]
+    assert [r["predicted"] for r in together] == [int(np.argmax(scores3[0])), int(np.argmax(scores3[1])), None, 1, 5, None, None]
+    assert [r["features"] for r in together] == [r["features"] for r in alone]
+    assert together[3]["features"] == [0.0, 1.0, 2.0] and together[2]["outputs"] == []
+    assert [dict(r["more_outputs"]) for r in together] == [dict(r["more_outputs"]) for r in alone]
+    assert dict(together[4]["more_outputs"]) == {"digit": [5.0], "emb": [0.0, 0.0]} and together[2]["more_outputs"] == []
+    assert [(r["version"], r["latency_ms"], r["status"]) for r in together] == [(r["version"], r["latency_ms"], r["status"]) for r in alone]
+
+
 def served(signature_specs: tuple[str, ...], max_batch: int):
     from controlplane.feedback.gateway.upstream import model_info
     from controlplane.model import config as model_config
