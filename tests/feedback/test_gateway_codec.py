@@ -67,6 +67,22 @@ def test_malformed_v2_requests_are_refused_naming_what(body, length, message):
     assert refused.value.status_code == 400 and message in refused.value.detail
 
 
+def test_a_header_seen_before_is_parsed_once_and_its_byte_counts_still_checked():
+    x, y = np.zeros((2, 4), np.float32), np.ones((2, 4), np.float32)
+    first, length = tritonclient_request(x, True)
+    second, _ = tritonclient_request(y, True)
+    a, b = v2.parse_request(first, length), v2.parse_request(second, length)
+    assert a.layout is b.layout and a.layout is not None  # one parse of the header for both
+    np.testing.assert_array_equal(a.inputs[0].array(), x)
+    np.testing.assert_array_equal(b.inputs[0].array(), y)  # each request's own bytes
+    with pytest.raises(HTTPException, match="run past the end"):
+        v2.parse_request(second[:-4], length)
+    with pytest.raises(HTTPException, match="holds 36 bytes"):
+        v2.parse_request(second + b"\0" * 4, length)
+    json_body, none = tritonclient_request(x, False)
+    assert none is None and v2.parse_request(json_body, None).layout is not v2.parse_request(json_body, None).layout
+
+
 def test_extra_binary_bytes_are_refused():
     header = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4}}]}'
     with pytest.raises(HTTPException, match="add up to 4"):
@@ -134,7 +150,7 @@ def served(signature_specs: tuple[str, ...], max_batch: int):
 
 def test_the_quick_input_check_agrees_with_the_full_one():
     from controlplane.errors import UsageError
-    from controlplane.feedback.gateway.forward import _fits, checked
+    from controlplane.feedback.gateway.forward import checked, fits
     from controlplane.model.tensor_io import check_inputs
 
     info = served(("pixels:float32:4", "mask:int64:-1"), 8)
@@ -150,7 +166,7 @@ def test_the_quick_input_check_agrees_with_the_full_one():
             full = check_inputs(arrays, info.signature.inputs, info.signature.max_batch_size, "inputs")
         except UsageError:
             full = None
-        if _fits(info, arrays):  # only ever what the full check passes unchanged
+        if fits(info, arrays):  # only ever what the full check passes unchanged
             assert full is not None and list(full) == list(arrays)
             assert all(full[name] is arrays[name] or np.shares_memory(full[name], arrays[name]) for name in arrays)
         if full is None:
@@ -159,7 +175,7 @@ def test_the_quick_input_check_agrees_with_the_full_one():
             assert refused.value.status_code == 400
         else:
             assert list(checked("m", info, arrays, 400)) == ["pixels", "mask"]
-    assert _fits(info, good) and not _fits(info, cases[1])
+    assert fits(info, good) and not fits(info, cases[1])
 
 
 def test_the_non_finite_check_names_the_row_and_lets_big_finite_values_through():

@@ -7,7 +7,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 
 from controlplane.feedback.gateway import v2
-from controlplane.feedback.gateway.forward import Labels, answered, checked, forward
+from controlplane.feedback.gateway.forward import Labels, answered, checked, fits, forward
 from controlplane.feedback.gateway.state import GatewayState
 
 ROUTE = "infer"
@@ -22,7 +22,13 @@ async def handle(gateway: GatewayState, model: str, version: str, body: bytes, h
     request = v2.parse_request(body, _header_length(headers))
     info = await gateway.upstream.model(model)
     labels.model = model
-    arrays = checked(model, info, {t.name: t.array() for t in request.inputs}, 400)
+    arrays, layout = {t.name: t.array() for t in request.inputs}, request.layout
+    fit = layout is not None and layout.fits is info  # a header seen before, found to fit this config then
+    if not fit:
+        fit = fits(info, arrays)
+        if fit and layout is not None:
+            layout.fits = info
+    arrays = checked(model, info, arrays, 400, fit)
     answered_version, outputs, ids = await forward(gateway, model, info, request.inputs, arrays, version,
                                                    _text(headers.get(b"x-client-key")), started, request.parameters)
     labels.version = answered_version

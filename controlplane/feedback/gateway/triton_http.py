@@ -17,6 +17,10 @@ from tritonclient.utils import InferenceServerException
 from controlplane.feedback.gateway.v2 import Tensor
 
 
+KEPT_LIMIT = 1024  # request heads and answer layouts kept (one per model, version and shape in use)
+_ANSWERS: dict[bytes, tuple] = {}
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -71,20 +75,12 @@ class TritonHTTP:
         self.host, _, port = self.url.rpartition(":")
         self.port = int(port)
         self._idle: list[_Connection] = []
+        self._heads: dict[tuple, bytes] = {}
 
     async def infer(self, model: str, tensors: tuple[Tensor, ...], version: str = "",
                     parameters: dict | None = None) -> tuple[str, list[Tensor]]:
         """(the version that answered, its outputs); Triton's errors as InferenceServerException."""
-        header = orjson.dumps({
-            "inputs": [{"name": t.name, "datatype": t.datatype, "shape": t.shape, "parameters": {"binary_data_size": len(t.data)}}
-                       for t in tensors],
-            "parameters": {**(parameters or {}), "binary_data_output": True},
-        })
-        path = f"/v2/models/{model}/versions/{version}/infer" if version else f"/v2/models/{model}/infer"
-        length = len(header) + sum(len(t.data) for t in tensors)
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.url}\r\nContent-Type: application/octet-stream\r\n"
-                f"Inference-Header-Content-Length: {len(header)}\r\nContent-Length: {length}\r\n\r\n").encode()
-        request = b"".join([head, header, *(t.data for t in tensors)])
+        request = b"".join([self._head(model, version, tensors, parameters), *(t.data for t in tensors)])
         try:
             status, headers, body = await self._exchange(request, reuse=True)
         except ConnectionError:  # a kept connection the server had closed: once more on a new one
@@ -95,6 +91,27 @@ class TritonHTTP:
         if status != 200:
             raise InferenceServerException(_error_of(body), status=str(status))
         return _outputs(headers, body)
+
+    def _head(self, model: str, version: str, tensors: tuple[Tensor, ...], parameters: dict | None) -> bytes:
+        """The request up to the tensors' bytes: HTTP head and JSON header. Kept per model, version and tensor layout
+        when the request has no parameters of its own (the same for every request of that layout)."""
+        key = None if parameters else (model, version, *((t.name, t.datatype, t.shape, len(t.data)) for t in tensors))
+        head = self._heads.get(key) if key else None
+        if head is None:
+            header = orjson.dumps({
+                "inputs": [{"name": t.name, "datatype": t.datatype, "shape": t.shape, "parameters": {"binary_data_size": len(t.data)}}
+                           for t in tensors],
+                "parameters": {**(parameters or {}), "binary_data_output": True},
+            })
+            path = f"/v2/models/{model}/versions/{version}/infer" if version else f"/v2/models/{model}/infer"
+            length = len(header) + sum(len(t.data) for t in tensors)
+            head = (f"POST {path} HTTP/1.1\r\nHost: {self.url}\r\nContent-Type: application/octet-stream\r\n"
+                    f"Inference-Header-Content-Length: {len(header)}\r\nContent-Length: {length}\r\n\r\n").encode() + header
+            if key:
+                if len(self._heads) >= KEPT_LIMIT:
+                    self._heads.clear()
+                self._heads[key] = head
+        return head
 
     async def _exchange(self, request: bytes, reuse: bool) -> tuple[int, dict, bytes]:
         connection = await self._connection(reuse)
@@ -135,12 +152,27 @@ def _error_of(body: bytes) -> str:
 
 def _outputs(headers: dict[bytes, bytes], body: bytes) -> tuple[str, list[Tensor]]:
     length = int(headers.get(b"inference-header-content-length", len(body)))
-    answer = orjson.loads(body[:length])
+    header = body[:length]
+    layout = _ANSWERS.get(header)  # Triton's header is the same for every answer of one version and shape
+    if layout is None:
+        layout = _answer_layout(orjson.loads(header))
+        if len(_ANSWERS) >= KEPT_LIMIT:
+            _ANSWERS.clear()
+        _ANSWERS[header] = layout
+    version, entries = layout
     outputs, offset = [], length
+    for name, datatype, shape, size in entries:
+        outputs.append(Tensor(name, datatype, shape, body[offset:offset + size]))
+        offset += size
+    return version, outputs
+
+
+def _answer_layout(answer: dict) -> tuple[str, tuple[tuple[str, str, tuple[int, ...], int], ...]]:
+    """(version, (name, datatype, shape, byte count) of each output) of an answer's JSON header."""
+    entries = []
     for output in answer.get("outputs", []):
         size = (output.get("parameters") or {}).get("binary_data_size")
         if size is None:
             raise InferenceServerException(f"Triton answered output {output.get('name')!r} without binary data", status="500")
-        outputs.append(Tensor(output["name"], output["datatype"], tuple(output["shape"]), body[offset:offset + size]))
-        offset += size
-    return str(answer.get("model_version", "")), outputs
+        entries.append((output["name"], output["datatype"], tuple(output["shape"]), size))
+    return str(answer.get("model_version", "")), tuple(entries)

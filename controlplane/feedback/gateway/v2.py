@@ -42,8 +42,41 @@ class InferRequest:
     outputs: tuple[tuple[str, bool], ...] = ()  # requested (name, binary); empty: every output
     binary_output: bool = False  # for outputs the request does not name
     parameters: dict = field(default_factory=dict)  # passed on to Triton
+    layout: Layout | None = None  # the header's parse, shared by every request that sends the same header
 
 
+class Layout:
+    """A request header, parsed and checked once: everything but the binary tensors' bytes. A client sends the
+    same header for the same shapes, so the gateway keeps it (LAYOUT_LIMIT of them, each at most
+    LAYOUT_MAX_BYTES) and a request whose header it has seen costs a dict lookup and a slice per tensor.
+    `fits` is the model config (ModelInfo) these inputs were last found to fit, so the check runs once per config."""
+
+    __slots__ = ("id", "inputs", "outputs", "binary_output", "parameters", "cacheable", "fits")
+
+    def __init__(self, id: str, inputs: tuple, outputs: tuple[tuple[str, bool], ...], binary_output: bool,
+                 parameters: dict) -> None:
+        self.id, self.outputs, self.binary_output, self.parameters = id, outputs, binary_output, parameters
+        self.inputs = inputs  # (name, datatype, shape, binary byte count or None, the JSON data's bytes or None)
+        self.cacheable = all(data is None for *_, data in inputs)  # JSON data lives in the header: not worth keeping
+        self.fits = None
+
+    def request(self, body: bytes, offset: int) -> InferRequest:
+        """The request whose binary data starts at `offset` of `body`; its byte counts checked."""
+        tensors, start = [], offset
+        for name, datatype, shape, size, data in self.inputs:
+            if data is None:
+                if offset + size > len(body):
+                    raise HTTPException(400, f"input {name!r}: its {size} bytes run past the end of the body")
+                data, offset = body[offset:offset + size], offset + size
+            tensors.append(Tensor(name, datatype, shape, data))
+        if offset != len(body):
+            raise HTTPException(400, f"the binary data holds {len(body) - start} bytes but the inputs' binary_data_size "
+                                     f"add up to {offset - start}")
+        return InferRequest(self.id, tuple(tensors), self.outputs, self.binary_output, self.parameters, self)
+
+
+LAYOUT_LIMIT, LAYOUT_MAX_BYTES = 1024, 4096
+_LAYOUTS: dict[bytes, Layout] = {}
 _DTYPES: dict[str, np.dtype] = {}  # Triton's wire name -> numpy dtype, filled as met (a handful of names)
 
 
@@ -62,26 +95,32 @@ def dtype_of(datatype: str) -> np.dtype:
 
 def parse_request(body: bytes, header_length: int | None) -> InferRequest:
     """The request's tensors, their byte counts checked against their shapes and datatypes."""
-    if header_length is not None and not 0 < header_length <= len(body):
+    if header_length is None:
+        return parse_header(loads(body, "the request header")).request(body, len(body))
+    if not 0 < header_length <= len(body):
         raise HTTPException(400, f"Inference-Header-Content-Length {header_length} is outside the body ({len(body)} bytes)")
-    header = loads(body[:header_length] if header_length is not None else body, "the request header")
+    header = body[:header_length]
+    layout = _LAYOUTS.get(header)
+    if layout is None:
+        layout = parse_header(loads(header, "the request header"))
+        if layout.cacheable and header_length <= LAYOUT_MAX_BYTES:
+            if len(_LAYOUTS) >= LAYOUT_LIMIT:
+                _LAYOUTS.clear()
+            _LAYOUTS[header] = layout
+    return layout.request(body, header_length)
+
+
+def parse_header(header) -> Layout:
+    """A request header's layout, every field checked (pure)."""
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or not header["inputs"]:
         raise HTTPException(400, 'the request must be a JSON object with a non-empty "inputs" list')
-    offset = header_length or len(body)
-    inputs = []
-    for item in header["inputs"]:
-        tensor, offset = _tensor(item, body, offset)
-        inputs.append(tensor)
-    if offset != len(body):
-        raise HTTPException(400, f"the binary data holds {len(body) - (header_length or 0)} bytes but the inputs' "
-                                 f"binary_data_size add up to {offset - (header_length or 0)}")
     parameters = header.get("parameters") or {}
-    return InferRequest(str(header.get("id", "")), tuple(inputs), _requested(header.get("outputs")),
-                        bool(parameters.get("binary_data_output", False)),
-                        {k: v for k, v in parameters.items() if k not in _CLIENT_PARAMETERS})
+    return Layout(str(header.get("id", "")), tuple(_input(item) for item in header["inputs"]), _requested(header.get("outputs")),
+                  bool(parameters.get("binary_data_output", False)),
+                  {k: v for k, v in parameters.items() if k not in _CLIENT_PARAMETERS})
 
 
-def _tensor(item, body: bytes, offset: int) -> tuple[Tensor, int]:
+def _input(item) -> tuple:
     if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("datatype"), str):
         raise HTTPException(400, "each input needs a name, a datatype and a shape")
     name, shape = item["name"], item.get("shape")
@@ -94,9 +133,7 @@ def _tensor(item, body: bytes, offset: int) -> tuple[Tensor, int]:
         if size != expected:
             raise HTTPException(400, f"input {name!r}: binary_data_size is {size} bytes but shape {shape} of "
                                      f"{item['datatype']} takes {expected}")
-        if offset + size > len(body):
-            raise HTTPException(400, f"input {name!r}: its {size} bytes run past the end of the body")
-        return Tensor(name, item["datatype"], tuple(shape), body[offset:offset + size]), offset + size
+        return name, item["datatype"], tuple(shape), size, None
     if "data" not in item:
         raise HTTPException(400, f"input {name!r} has neither data nor binary_data_size")
     try:
@@ -105,7 +142,7 @@ def _tensor(item, body: bytes, offset: int) -> tuple[Tensor, int]:
         raise HTTPException(400, f"input {name!r}: data is not {item['datatype']}: {exc}") from exc
     if array.size != math.prod(shape):
         raise HTTPException(400, f"input {name!r}: {array.size} values for shape {shape}")
-    return Tensor(name, item["datatype"], tuple(shape), array.tobytes()), offset
+    return name, item["datatype"], tuple(shape), None, array.tobytes()
 
 
 def _requested(outputs) -> tuple[tuple[str, bool], ...]:
