@@ -1,15 +1,17 @@
 """The gateway's cost against direct Triton, in one run on one machine.
 
 The digits classifier, one row per request, closed loop, concurrency sweep. Paths:
-  direct Triton gRPC              tritonclient.grpc.aio straight to Triton (the baseline)
+  direct Triton gRPC              tritonclient.grpc.aio straight to Triton
+  direct Triton HTTP binary/JSON  tritonclient.http.aio straight to Triton's HTTP port (the baseline: the same
+                                  client and protocol as the gateway's v2 rows, only the URL differs)
   gateway v2 binary               tritonclient.http.aio to the gateway, binary tensors in and out
   gateway v2 JSON                 tritonclient.http.aio to the gateway, JSON tensors in and out
   gateway v1 JSON                 aiohttp POSTs of the simple JSON route
 The gateway logs every prediction (Parquet). Each row reports throughput, p50/p99, and the CPU time per
 request of the gateway (all its processes) and of Triton (tritonserver plus its Python stubs), read from
 /proc/<pid>/stat around the run, and of the load generator (this process: it shares the cores); the gateway
-rows add the p50 they add, the throughput they keep against direct gRPC at the same concurrency, and their
-CPU per request as a share of Triton's.
+rows add the p50 they add and the throughput they keep against direct HTTP with the same payloads (the v1 route
+against direct JSON), the throughput kept against direct gRPC, and their CPU per request as a share of Triton's.
 
 Usage: .venv/bin/python scripts/bench/gateway.py [--seconds 4] [--concurrency 1,4,16,64] [--workers 1] [--upstream http]
                                                  [--paths binary,json,v1] [--source DIR] [--out bench-out]
@@ -107,11 +109,14 @@ async def measure(make, concurrency: int, seconds: float, pids: dict[str, int]) 
     return row
 
 
-def compare(row: dict, base: dict) -> None:
-    """What the gateway adds and keeps against direct gRPC at the same concurrency."""
+def compare(row: dict, base: dict, grpc: dict) -> None:
+    """What the gateway adds and keeps at the same concurrency against direct Triton: `base` with the same client
+    and protocol (tritonclient.http to Triton's own HTTP port: only the URL differs), `grpc` with tritonclient's
+    gRPC client."""
     if row["p50_ms"] is not None and base["p50_ms"] is not None:
         row["p50_added_ms"] = round(row["p50_ms"] - base["p50_ms"], 3)
     row["throughput_kept"] = round(row["requests_per_s"] / base["requests_per_s"], 3) if base["requests_per_s"] else None
+    row["throughput_kept_vs_grpc"] = round(row["requests_per_s"] / grpc["requests_per_s"], 3) if grpc["requests_per_s"] else None
     gateway, triton = row.get("gateway_cpu_ms_per_request"), row.get("triton_cpu_ms_per_request")
     row["gateway_cpu_share_of_triton"] = round(gateway / triton, 3) if gateway is not None and triton else None
 
@@ -134,14 +139,20 @@ def sweep(args, triton, gateway_pid: int, url: str) -> list[dict]:
              "v1": ("gateway v1 JSON", lambda: v1_caller(url))}
     results = []
     for c in args.concurrency:
-        base = {"path": "direct Triton gRPC", "concurrency": c,
+        grpc = {"path": "direct Triton gRPC", "concurrency": c,
                 **asyncio.run(measure(lambda: direct_caller(triton.grpc_url), c, args.seconds, pids))}
-        results.append(base)
-        print(json.dumps(base), flush=True)
+        results.append(grpc)
+        print(json.dumps(grpc), flush=True)
+        bases = {}
+        for binary in sorted({key == "binary" for key in args.paths.split(",")}, reverse=True):
+            bases[binary] = {"path": f"direct Triton HTTP {'binary' if binary else 'JSON'}", "concurrency": c,
+                             **asyncio.run(measure(lambda b=binary: v2_caller(triton.http_url, b), c, args.seconds, pids))}
+            results.append(bases[binary])
+            print(json.dumps(bases[binary]), flush=True)
         for key in args.paths.split(","):
             name, make = paths[key]
             row = {"path": name, "concurrency": c, "workers": args.workers, "upstream": args.upstream, **asyncio.run(measure(make, c, args.seconds, pids))}
-            compare(row, base)
+            compare(row, bases[key == "binary"], grpc)
             results.append(row)
             print(json.dumps(row), flush=True)
     return results
