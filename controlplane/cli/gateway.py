@@ -49,6 +49,7 @@ def serve(
 
     from controlplane.errors import UsageError
     from controlplane.feedback.gateway.app import GatewayConfig, config_environment
+    from controlplane.feedback.gateway.protocol import GatewayProtocol
     from controlplane.feedback.gateway.ratelimit import (
         Limiter,
         make_shared_file,
@@ -76,9 +77,10 @@ def serve(
     os.environ.update(config_environment(replace(config, limits_file=shared)))  # each worker builds its own app from it
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # uvicorn stops gracefully on SIGTERM, then re-raises it
     try:
-        # no proxy-headers middleware and no access log: neither is used, both cost on every request
+        # no proxy-headers middleware and no access log: neither is used, both cost on every request; the gateway's
+        # own HTTP protocol answers the inference routes without ASGI in between (protocol.py)
         uvicorn.run(FACTORY, factory=True, host=host, port=port, workers=workers, log_level="warning", access_log=False,
-                    proxy_headers=False, ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+                    proxy_headers=False, ssl_certfile=tls_cert, ssl_keyfile=tls_key, http=GatewayProtocol)
     finally:
         if shared:
             os.unlink(shared)

@@ -37,7 +37,10 @@ class _TooLarge(Exception):
     pass
 
 
+def too_large(limit: int) -> bytes:
+    return json.dumps({"detail": f"request body larger than {limit} bytes"}).encode()
+
+
 async def reject(send, limit: int) -> None:
-    body = json.dumps({"detail": f"request body larger than {limit} bytes"}).encode()
     await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": too_large(limit)})

@@ -9,12 +9,13 @@ health, metrics, model metadata, the OpenAPI document) goes to the FastAPI app b
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 from starlette.exceptions import HTTPException
 
 from controlplane.feedback.gateway import infer, predict, v2
-from controlplane.feedback.gateway.body_limit import reject
+from controlplane.feedback.gateway.body_limit import too_large
 from controlplane.feedback.gateway.config import API_KEY_HEADER
 from controlplane.feedback.gateway.forward import Labels
 from controlplane.feedback.gateway.state import GatewayState
@@ -39,6 +40,7 @@ class Front:
     def __init__(self, gateway: GatewayState, app) -> None:
         self.gateway, self.app = gateway, app
         self.guard = app.state.guard  # API keys and per-key limits (auth.py)
+        self.largest_body = self.guard.limiter.largest_body  # what any key may send, on any route
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -48,17 +50,24 @@ class Front:
         await self.app(scope, receive, send)
 
     async def _serve(self, route: tuple[str, str, str], scope, receive, send) -> None:
+        headers = dict(scope["headers"])
+        status, data, extra = await self.respond(route, headers, lambda limit: self._body(headers, receive, limit))
+        await _send(send, status, data, extra)
+
+    async def respond(self, route: tuple[str, str, str], headers: dict[bytes, bytes],
+                      read: Callable[[int], Awaitable[bytes | None]]) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """(status, body, headers) of an inference request; `read(limit)` gives its body, None when over `limit`
+        (served by the ASGI call above, and by the gateway's own HTTP protocol with the body already read)."""
         name, model, version = route
         started, labels = time.perf_counter(), Labels()
-        headers = dict(scope["headers"])
         try:
             api_key = headers.get(_KEY)
             limit = self.guard.admit(api_key, "predict", name)
-            body = await self._body(headers, receive, limit)
+            body = await read(limit)
             if body is None:
                 labels.status = "413"
                 self.guard.oversized(api_key)
-                return await reject(send, limit)
+                return 413, too_large(limit), [(b"content-type", b"application/json")]
             if name == predict.ROUTE:
                 key = headers.get(b"x-client-key")
                 data, extra = await predict.handle(self.gateway, model, body, None if key is None else key.decode("latin-1"),
@@ -66,12 +75,12 @@ class Front:
             else:
                 data, extra = await infer.handle(self.gateway, model, version, body, headers, started, labels)
             labels.status = "ok"
-            await _send(send, 200, data, extra)
+            return 200, data, extra
         except HTTPException as exc:
             labels.status = str(exc.status_code)
             data = orjson.dumps({"detail": exc.detail}) if name == predict.ROUTE else v2.error_body(str(exc.detail))
             extra = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
-            await _send(send, exc.status_code, data, [(b"content-type", b"application/json"), *extra])
+            return exc.status_code, data, [(b"content-type", b"application/json"), *extra]
         finally:
             self.gateway.metrics.observe(name, labels.model, labels.version, labels.status, time.perf_counter() - started)
 

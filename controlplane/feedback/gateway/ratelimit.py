@@ -137,6 +137,7 @@ class Limiter:
                              hint=f"their ids: {', '.join(sorted(key_id(k) for k in unknown))}")
         self.limits = {k.encode(): limits.get(k, every) for k in sorted(keys)}
         self.slots = {k: i for i, k in enumerate(self.limits)}
+        self.default_body_bytes = default_body_bytes
         self.body = {k: limit.max_body_bytes or default_body_bytes for k, limit in self.limits.items()}
         self.ids = {k: key_id(k) for k in self.limits}
         self.buckets = SharedBuckets(shared_file, len(self.slots)) if shared_file else Buckets(len(self.slots))
@@ -150,3 +151,8 @@ class Limiter:
 
     def max_body(self, key: bytes) -> int:
         return self.body[key]
+
+    @property
+    def largest_body(self) -> int:
+        """The largest body any key may send."""
+        return max([self.default_body_bytes, *self.body.values()])
