@@ -128,7 +128,8 @@ def start_gateway(triton, log: Path, workers: int, source: Path | None, upstream
                "--log", str(log), *(["--workers", str(workers)] if workers > 1 else []),
                *(["--triton-http-url", triton.http_url] if upstream == "http" else [])]
     env = {**os.environ, "MLCTL_GATEWAY_ADMIN_KEYS": KEY, **({"PYTHONPATH": str(source)} if source else {})}
-    proc = start_listening(command, port, "gateway", timeout_s=60, env=env)
+    # `python -m` puts the working directory first on the path: run from `source`, or this checkout wins over it
+    proc = start_listening(command, port, "gateway", timeout_s=60, env=env, cwd=str(source) if source else None)
     return proc, f"http://127.0.0.1:{port}"
 
 
