@@ -6,8 +6,9 @@ Latencies count from each request's scheduled time (a late request's wait is in 
 requests' p99 against the budget and the rejects' latency against REJECT_FAST_MS.
 `--format torchscript --instance-kind gpu` serves the model as TorchScript on the GPU (scripts/bench/gpu.sh --hotswap);
 `--out FILE` writes the result as JSON there too. `--gateway-max-in-flight N` publishes the model without a queue
-policy and drives the load through `mlctl gateway serve --max-in-flight N` instead (the gateway's predict route, one
-keep-alive connection per worker): the gateway refuses beyond N in flight with 429.
+policy and drives the load through `mlctl gateway serve --max-in-flight N` instead (the gateway's predict route; the
+open loop on one asyncio loop over `--in-flight` keep-alive connections, so no client thread waits for the GIL in
+what is timed): the gateway refuses beyond N in flight with 429.
 
 Usage: .venv/bin/python scripts/overload.py [--seconds 5] [--max-queue-size 4] [--budget-ms 50] [--json]
        [--format onnx|torchscript] [--instance-kind cpu|gpu] [--hidden 64 --depth 1] [--gateway-max-in-flight N]
@@ -22,6 +23,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +31,12 @@ from local_servers import start_listening, stop, triton_options
 
 from controlplane.demo import digits as demo
 from controlplane.model.config import ServingOptions
+from controlplane.processes import group_members
 from controlplane.readiness import free_port
 from controlplane.store import open_store
 from controlplane.store.repository import Repository
 from controlplane.triton.client import TritonClient
-from controlplane.triton.load import run_open_loop, run_threads
+from controlplane.triton.load import LoadResult, Record, run_open_loop, run_threads
 from controlplane.triton.server.local import LocalServers
 
 GATEWAY_KEY = "overload-drill-key"
@@ -80,6 +83,65 @@ class GatewayClient:
         self.connection.close()
 
 
+def renice_group(leader: int, niceness: int) -> None:
+    """Every thread of every process in `leader`'s group at `niceness` (Linux keeps a niceness per thread)."""
+    for pid in group_members(leader):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(task.name), niceness)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def gateway_open_loop(port: int, rows: dict, rate_per_s: float, seconds: float, connections: int) -> LoadResult:
+    """The open loop through the gateway on one asyncio loop (no client threads, so no GIL queue in what is
+    timed): requests at `rate_per_s` for `seconds` over up to `connections` keep-alive connections, each request
+    the same pre-built bytes; a request finding every connection busy waits for one, and its wait counts."""
+    import asyncio
+
+    body = json.dumps({"inputs": {name: array.tolist() for name, array in rows.items()}}).encode()
+    request = (f"POST /v1/models/digits/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {GATEWAY_KEY}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    records: list[Record] = []
+
+    async def exchange(reader, writer) -> tuple[int, bytes]:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        return status, await reader.readexactly(length)
+
+    async def one(index: int, scheduled: float, idle: asyncio.Queue) -> None:
+        reader, writer = await idle.get()
+        try:
+            status, data = await exchange(reader, writer)
+            error = "" if status == 200 else f"http {status}: {data[:200]!r}"
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        records.append(Record(index, "http", "", scheduled, time.monotonic(), "", error))
+        idle.put_nowait((reader, writer))
+
+    async def run() -> float:
+        idle: asyncio.Queue = asyncio.Queue()
+        for _ in range(connections):
+            idle.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+        loop, tasks = asyncio.get_running_loop(), []
+        interval, started = 1.0 / rate_per_s, time.monotonic()
+        for n in range(max(1, int(rate_per_s * seconds))):
+            scheduled = started + n * interval
+            await asyncio.sleep(max(0.0, scheduled - time.monotonic()))
+            tasks.append(loop.create_task(one(n, scheduled, idle)))
+        await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - started
+        while not idle.empty():
+            idle.get_nowait()[1].close()
+        return elapsed
+
+    elapsed = asyncio.run(run())
+    return LoadResult(tuple(sorted(records, key=lambda r: r.start)), elapsed)
+
+
 def ms(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)) * 1000, 2) if values else None
 
@@ -105,6 +167,9 @@ def main() -> int:
     parser.add_argument("--gateway-max-in-flight", type=int, default=0,
                         help="instead of Triton's queue policy, drive the load through `mlctl gateway serve --max-in-flight N` "
                              "(HTTP predict route; the gateway refuses beyond N in flight with 429)")
+    parser.add_argument("--triton-nice", type=int, default=0,
+                        help="lower the replica's CPU priority by this niceness (every thread of tritonserver and its "
+                             "stubs), as a container's lower CPU weight would beside the gateway")
     parser.add_argument("--out", help="write the result (JSON) here too")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -119,6 +184,8 @@ def main() -> int:
                                depth=args.depth)
     servers = LocalServers(work / "home")
     state = servers.start(triton_options(repo.uri, "overload", models=("digits",)))
+    if args.triton_nice:
+        renice_group(state.pid, args.triton_nice)
     rows = {demo.INPUT_NAME: np.random.default_rng(0).random((1, 64), dtype=np.float32)}
     gateway = None
     if via_gateway:
@@ -138,7 +205,10 @@ def main() -> int:
         run_threads(make_caller, concurrency, 1.0)
         closed = run_threads(make_caller, concurrency, args.saturation_seconds)
         saturation = closed.requests_per_s
-        offered = run_open_loop(make_caller, 2 * saturation, args.seconds, max_in_flight=args.in_flight)
+        if via_gateway:
+            offered = gateway_open_loop(gateway_port, rows, 2 * saturation, args.seconds, args.in_flight)
+        else:
+            offered = run_open_loop(make_caller, 2 * saturation, args.seconds, max_in_flight=args.in_flight)
     finally:
         for client in opened:
             client.close()
@@ -157,6 +227,7 @@ def main() -> int:
         "offered_rps": round(2 * saturation, 1), "sent": len(offered.records),
         "sent_rps": round(len(offered.records) / offered.elapsed_s, 1),
         "max_queue_size": 0 if via_gateway else args.max_queue_size, "gateway_max_in_flight": args.gateway_max_in_flight,
+        "triton_nice": args.triton_nice,
         "budget_ms": args.budget_ms,
         "accepted": len(accepted), "accepted_p50_ms": ms(accepted, 50), "accepted_p99_ms": ms(accepted, 99),
         "rejected": len(rejected), "rejected_p50_ms": ms(rejected, 50), "rejected_p99_ms": ms(rejected, 99),
