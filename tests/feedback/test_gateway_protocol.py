@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -84,6 +86,23 @@ def test_pipelined_requests_are_answered_in_order_on_one_connection(gateway):
     first, last = json.loads(answers[0][2]), json.loads(answers[3][2])
     assert first["predictions"][0]["prediction_id"] != last["predictions"][0]["prediction_id"]
     assert answers[2][1]["content-type"].startswith("application/json")
+
+
+def test_a_client_that_reads_late_gets_every_answer(gateway):
+    """1,500 pipelined requests for the OpenAPI document (~8 MB of answers, more than the kernel's socket buffers
+    hold) and a prediction, written by a thread while the client reads nothing for 3 s: the server stops reading
+    requests while its answers wait, then answers the rest, in order, none lost."""
+    count = 1500
+    document = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(gateway) as sock:
+        writer = threading.Thread(target=sock.sendall, args=(document * count + predict(),), daemon=True)
+        writer.start()
+        time.sleep(3)
+        answers = read_answers(sock, count + 1)
+        writer.join(timeout=30)
+    assert [status for status, _, _ in answers] == [200] * (count + 1)
+    assert len({body for _, _, body in answers[:count]}) == 1 and "paths" in json.loads(answers[0][2])
+    assert len(json.loads(answers[-1][2])["predictions"]) == 1
 
 
 def test_chunked_bodies_and_expect_continue_are_read_whole(gateway):

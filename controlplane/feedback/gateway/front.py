@@ -1,6 +1,7 @@
 """The gateway's front door, a plain ASGI app: the inference routes are served here, with no framework layer
 on their path (no routing table, no dependency injection, no request object); everything else (feedback,
-health, metrics, model metadata, the OpenAPI document) goes to the FastAPI app behind it.
+health, metrics, model metadata, the OpenAPI document) goes to the FastAPI app behind it. `respond` is the
+inference route itself, bytes in and out: the gateway's own HTTP protocol (protocol.py) calls it directly.
 
     POST /v1/models/{model}/predict                  the simple JSON route          scope: predict
     POST /v2/models/{model}[/versions/{v}]/infer     KServe v2 / Triton HTTP        scope: predict

@@ -64,6 +64,7 @@ class GatewayProtocol(asyncio.Protocol):
         self.request: _Request | None = None  # being parsed
         self.waiting: deque[_Request] = deque()  # parsed, not yet answered
         self.busy = False  # a request is being answered
+        self.write_paused = False  # the transport's write buffer is full
         self.closing = False
         self.lost = asyncio.Event()  # the connection is gone
         self.idle_timer: asyncio.TimerHandle | None = None
@@ -93,6 +94,17 @@ class GatewayProtocol(asyncio.Protocol):
             self._fail(400, b"protocol upgrades are not served here")
         except httptools.HttpParserError as exc:
             self._fail(400, f"invalid HTTP request: {exc}".encode())
+
+    def pause_writing(self) -> None:
+        """The client is not reading its answers: stop reading its requests until it does."""
+        self.write_paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.busy and not self.transport.is_closing():
+            self.transport.resume_reading()
+            self._next()
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown: close now when idle, else after the answer being written."""
@@ -134,14 +146,14 @@ class GatewayProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.waiting.append(self.request)
         self.request = None
-        if self.busy:
+        if self.busy or self.write_paused:
             self.transport.pause_reading()  # pipelined: answer in order
         else:
             self._next()
 
     # --- answering -------------------------------------------------------------------------------
     def _next(self) -> None:
-        if not self.waiting or self.transport.is_closing():
+        if self.busy or not self.waiting or self.transport.is_closing():
             return
         self.busy = True
         task = self.loop.create_task(self._answer(self.waiting.popleft()))
@@ -173,11 +185,12 @@ class GatewayProtocol(asyncio.Protocol):
         if not keep or self.closing:
             self.transport.close()
             return
+        if self.write_paused:
+            return  # resume_writing goes on
+        self.transport.resume_reading()
         if self.waiting:
-            self.transport.resume_reading()
             self._next()
         else:
-            self.transport.resume_reading()
             self._arm_idle_timer()
 
     def _write(self, request: _Request, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep: bool) -> None:
