@@ -159,25 +159,31 @@ def sweep(args, triton, gateway_pid: int, url: str) -> list[dict]:
     return results
 
 
-def main() -> int:
+def start_demo_triton(prefix: str, name: str):
+    """(scratch folder, LocalServers, the running server): the digits demo published in a scratch repository and
+    served by a local Triton named `name`; stop it with servers.stop(name)."""
     from controlplane.demo import digits as demo
     from controlplane.model.config import ServingOptions
     from controlplane.store import open_store
     from controlplane.store.repository import Repository
     from controlplane.triton.server.local import LocalServers
 
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    (work / "repo").mkdir()
+    repo = Repository(open_store(str(work / "repo")))
+    demo.publish_demo_versions(repo, "digits", (0,), work / "exports", ServingOptions(max_queue_delay_us=500))
+    servers = LocalServers(work / "home")
+    return work, servers, servers.start(triton_options(repo.uri, name))
+
+
+def main() -> int:
     parser = load_arguments()
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--paths", default="binary,json,v1")
     parser.add_argument("--upstream", default="http", help="how the gateway asks Triton: http or grpc")
     parser.add_argument("--source", type=Path, default=None, help="serve the gateway of the package in this folder")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="mlctl-gw-bench-"))
-    (work / "repo").mkdir()
-    repo = Repository(open_store(str(work / "repo")))
-    demo.publish_demo_versions(repo, "digits", (0,), work / "exports", ServingOptions(max_queue_delay_us=500))
-    servers = LocalServers(work / "home")
-    triton = servers.start(triton_options(repo.uri, "gw"))
+    work, servers, triton = start_demo_triton("mlctl-gw-bench-", "gw")
     gateway = None
     try:
         gateway, url = start_gateway(triton, work / "log", args.workers, args.source, args.upstream)

@@ -14,22 +14,15 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # scripts/: local_servers.py
-from gateway import measure, start_gateway, v2_caller
-from local_servers import stop, triton_options
+from gateway import measure, start_demo_triton, start_gateway, v2_caller
+from local_servers import stop
 
 
 def main() -> int:
-    from controlplane.demo import digits as demo
-    from controlplane.model.config import ServingOptions
-    from controlplane.store import open_store
-    from controlplane.store.repository import Repository
-    from controlplane.triton.server.local import LocalServers
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, required=True, help="the folder whose controlplane/ is gateway A")
     parser.add_argument("--rounds", type=int, default=6)
@@ -38,12 +31,7 @@ def main() -> int:
     args = parser.parse_args()
     if not (args.source / "controlplane").is_dir():
         parser.error(f"--source {args.source}: no controlplane/ package there")
-    work = Path(tempfile.mkdtemp(prefix="mlctl-gw-ab-"))
-    (work / "repo").mkdir()
-    repo = Repository(open_store(str(work / "repo")))
-    demo.publish_demo_versions(repo, "digits", (0,), work / "exports", ServingOptions(max_queue_delay_us=500))
-    servers = LocalServers(work / "home")
-    triton = servers.start(triton_options(repo.uri, "ab"))
+    work, servers, triton = start_demo_triton("mlctl-gw-ab-", "ab")
     gateways = {}
     try:
         gateways["A (source)"] = start_gateway(triton, work / "log-a", 1, args.source.resolve(), "http")

@@ -90,14 +90,14 @@ def test_pipelined_requests_are_answered_in_order_on_one_connection(gateway):
 
 def test_a_client_that_reads_late_gets_every_answer(gateway):
     """1,500 pipelined requests for the OpenAPI document (~8 MB of answers, more than the kernel's socket buffers
-    hold) and a prediction, written by a thread while the client reads nothing for 3 s: the server stops reading
+    hold) and a prediction, written by a thread while the client reads nothing for 2 s: the server stops reading
     requests while its answers wait, then answers the rest, in order, none lost."""
     count = 1500
     document = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
     with connect(gateway) as sock:
         writer = threading.Thread(target=sock.sendall, args=(document * count + predict(),), daemon=True)
         writer.start()
-        time.sleep(3)
+        time.sleep(2)
         answers = read_answers(sock, count + 1)
         writer.join(timeout=30)
     assert [status for status, _, _ in answers] == [200] * (count + 1)
