@@ -37,9 +37,12 @@ from controlplane.model.config import ServingOptions
 from controlplane.processes import group_members, rss_bytes
 from controlplane.readiness import wait_until
 from controlplane.release.lifecycle import Lifecycle
+from controlplane.triton.client import TritonClient
+from controlplane.triton.load import run_open_loop
 from controlplane.triton.server.process import stub_pids
 from controlplane.triton.targets import Targets
 
+OPEN_LOOP_SWITCH_INTERVAL_S = 0.0005
 BEFORE_WINDOW_S = 8.0  # the neighbour's p99 before any switch: a measurement window, not a readiness wait
 
 
@@ -149,6 +152,39 @@ def interrupted(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+class OpenLoad:
+    """The neighbour's requests at a fixed rate (open loop, round-robin over the replicas' gRPC endpoints, one
+    client per worker thread), timed from each scheduled send; `stop()` returns the records."""
+
+    def __init__(self, model: str, states, rate_per_s: float, max_seconds: float, workers: int = 16) -> None:
+        self.model, self.rate, self.max_seconds = model, rate_per_s, max_seconds
+        self.rows = {demo.INPUT_NAME: np.random.default_rng(0).random((1, 64), dtype=np.float32)}
+        self.clients = [TritonClient(states[i % len(states)].grpc_url, "grpc", timeout_s=30) for i in range(workers)]
+        self._stop, self._result = threading.Event(), []
+
+    def start(self) -> OpenLoad:
+        def caller(index: int):
+            client = self.clients[index]
+            return lambda: client.infer(self.model, self.rows).version
+
+        def run() -> None:
+            self._result.append(run_open_loop(caller, self.rate, self.max_seconds, max_in_flight=len(self.clients),
+                                              stop=self._stop))
+
+        # the workers time their requests: a thread whose answer came may wait up to the switch interval for the GIL
+        sys.setswitchinterval(OPEN_LOOP_SWITCH_INTERVAL_S)
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> list:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        for client in self.clients:
+            client.close()
+        return list(self._result[0].records) if self._result else []
+
+
 def p99_ms(records, start: float, end: float, windows=None, inside: bool = True) -> float | None:
     """p99 of the successful requests started in [start, end); with `windows`, only those inside (or outside) them."""
     def kept(r) -> bool:
@@ -164,6 +200,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="neighbour clients (steady load)")
     parser.add_argument("--max-seconds", type=float, default=900, help="no new cycle starts after this many seconds "
                         "of switching")
+    parser.add_argument("--neighbour-rate", type=float, default=0.0, help="the neighbour's load as an open loop at "
+                        "this many requests/s over both replicas (a steady rate below capacity, as production runs) "
+                        "instead of --clients closed-loop clients (which fill the cores, so any other work shows)")
     parser.add_argument("--gap-s", type=float, default=0.0, help="a quiet pause after each switch: the neighbour's "
                         "p99 in the pauses is a baseline interleaved with the switches (robust to a drifting machine)")
     parser.add_argument("--nice-loading-stubs", type=int, default=0, help="experiment (root only): run the stubs of "
@@ -188,7 +227,8 @@ def main() -> int:
         print(f"[{time.monotonic() - t_start:6.1f} s] {message}", file=sys.stderr, flush=True)
 
     result: dict = {"complete": False, "format": args.format, "instance_kind": args.instance_kind, "replicas": 2,
-                    "neighbour_clients": args.clients}
+                    "neighbour_clients": None if args.neighbour_rate else args.clients,
+                    "neighbour_rate_per_s": args.neighbour_rate or None}
 
     def save() -> None:
         if out:
@@ -208,7 +248,9 @@ def main() -> int:
             result["setup_s"] = round(time.monotonic() - t_start, 1)
             say(f"2 replicas serve digits v{v1} and neighbour v1; neighbour load for {args.before_s:.0f} s before switching")
             # the load runs until stopped; its own limit only guards against a soak that never stops it
-            load = demo_load("neighbour", states, args.clients, args.before_s + args.max_seconds + 600, protocols=("grpc",))
+            load = (OpenLoad("neighbour", states, args.neighbour_rate, args.before_s + args.max_seconds + 600).start()
+                    if args.neighbour_rate else
+                    demo_load("neighbour", states, args.clients, args.before_s + args.max_seconds + 600, protocols=("grpc",)))
             rss = lambda: group_rss(states)
             gpu = lambda: gpu_memory_bytes(states[0].metrics_url)
             before_start = time.monotonic()
