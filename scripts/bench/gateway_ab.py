@@ -5,7 +5,7 @@ request is read in one sitting on a noisy machine rather than across runs.
 Usage: .venv/bin/python scripts/bench/gateway_ab.py --source DIR [--rounds 6] [--concurrency 16] [--seconds 3]
 
 Prints one line per load and, per gateway, the median and range of its CPU per request, of that share of
-Triton's, and of req/s. Check the harness by pointing --source at a copy made slower on purpose.
+Triton's, of req/s and of p99 (and the median p50). Check the harness by pointing --source at a copy made slower on purpose.
 """
 
 from __future__ import annotations
@@ -49,9 +49,11 @@ def main() -> int:
             gateway = [r["gateway_cpu_ms_per_request"] for r in measured]
             share = [r["gateway_cpu_ms_per_request"] / r["triton_cpu_ms_per_request"] for r in measured]
             rate = [r["requests_per_s"] for r in measured]
+            p50, p99 = [r["p50_ms"] for r in measured], [r["p99_ms"] for r in measured]
             print(f"{name}: gateway CPU {statistics.median(gateway):.3f} ms/req ({min(gateway):.3f}-{max(gateway):.3f}), "
                   f"of Triton's {statistics.median(share):.0%} ({min(share):.0%}-{max(share):.0%}), "
-                  f"{statistics.median(rate):.0f} req/s ({min(rate):.0f}-{max(rate):.0f})")
+                  f"{statistics.median(rate):.0f} req/s ({min(rate):.0f}-{max(rate):.0f}), "
+                  f"p50 {statistics.median(p50):.2f} ms, p99 {statistics.median(p99):.2f} ms ({min(p99):.2f}-{max(p99):.2f})")
     finally:
         for proc, _ in gateways.values():
             stop(proc, timeout_s=30)
