@@ -177,8 +177,7 @@ class GatewayProtocol(asyncio.Protocol):
         except Exception:
             logger.exception("the gateway failed to answer %s %s", request.method, request.path)
             keep = False
-            if not self.transport.is_closing():
-                self._write(request, 500, [(b"content-type", b"text/plain")], b"Internal Server Error", False)
+            self._write(request, 500, [(b"content-type", b"text/plain")], b"Internal Server Error", False)
         finally:
             self.busy = False
         self.server_state.total_requests += 1
@@ -194,6 +193,8 @@ class GatewayProtocol(asyncio.Protocol):
             self._arm_idle_timer()
 
     def _write(self, request: _Request, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep: bool) -> None:
+        if self.transport.is_closing():  # the client went away while its request was answered
+            return
         parts = [status_line(status)]
         for name, value in (*self.server_state.default_headers, *headers, (b"content-length", str(len(body)).encode())):
             parts += [name, b": ", value, b"\r\n"]
