@@ -93,13 +93,12 @@ def renice_group(leader: int, niceness: int) -> None:
                 pass
 
 
-def gateway_open_loop(port: int, rows: dict, rate_per_s: float, seconds: float, connections: int) -> LoadResult:
+def gateway_open_loop(port: int, body: bytes, rate_per_s: float, seconds: float, connections: int) -> LoadResult:
     """The open loop through the gateway on one asyncio loop (no client threads, so no GIL queue in what is
     timed): requests at `rate_per_s` for `seconds` over up to `connections` keep-alive connections, each request
-    the same pre-built bytes; a request finding every connection busy waits for one, and its wait counts."""
+    the same predict `body`; a request finding every connection busy waits for one, and its wait counts."""
     import asyncio
 
-    body = json.dumps({"inputs": {name: array.tolist() for name, array in rows.items()}}).encode()
     request = (f"POST /v1/models/digits/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {GATEWAY_KEY}\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
     records: list[Record] = []
@@ -206,7 +205,7 @@ def main() -> int:
         closed = run_threads(make_caller, concurrency, args.saturation_seconds)
         saturation = closed.requests_per_s
         if via_gateway:
-            offered = gateway_open_loop(gateway_port, rows, 2 * saturation, args.seconds, args.in_flight)
+            offered = gateway_open_loop(gateway_port, opened[0].body, 2 * saturation, args.seconds, args.in_flight)
         else:
             offered = run_open_loop(make_caller, 2 * saturation, args.seconds, max_in_flight=args.in_flight)
     finally:

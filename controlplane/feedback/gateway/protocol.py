@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 import httptools
 
+from controlplane.feedback.gateway.body_limit import too_large
 from controlplane.feedback.gateway.front import Front, route_of
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,17 @@ _STATUS = {code: f"HTTP/1.1 {code} {http.HTTPStatus(code).phrase}\r\n".encode() 
 
 def status_line(code: int) -> bytes:
     return _STATUS.get(code) or f"HTTP/1.1 {code} \r\n".encode()
+
+
+def answer_head(status: int, headers, keep: bool, extra: tuple[tuple[bytes, bytes], ...] = ()) -> list[bytes]:
+    """An answer's status line and headers, up to and with the blank line, as parts to join."""
+    parts = [status_line(status)]
+    for name, value in (*headers, *extra):
+        parts += [name, b": ", value, b"\r\n"]
+    if not keep:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return parts
 
 
 def front_of(app) -> Front | None:
@@ -195,12 +207,8 @@ class GatewayProtocol(asyncio.Protocol):
     def _write(self, request: _Request, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep: bool) -> None:
         if self.transport.is_closing():  # the client went away while its request was answered
             return
-        parts = [status_line(status)]
-        for name, value in (*self.server_state.default_headers, *headers, (b"content-length", str(len(body)).encode())):
-            parts += [name, b": ", value, b"\r\n"]
-        if not keep:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
+        parts = answer_head(status, (*self.server_state.default_headers, *headers), keep,
+                            ((b"content-length", str(len(body)).encode()),))
         if request.method != "HEAD":
             parts.append(body)
         self.transport.write(b"".join(parts))
@@ -208,8 +216,7 @@ class GatewayProtocol(asyncio.Protocol):
     async def _asgi(self, request: _Request, keep: bool) -> bool:
         """Any other route, through the ASGI app; whether the connection may stay open."""
         if request.body is None:
-            body = f'{{"detail": "request body larger than {self.limit} bytes"}}'.encode()
-            self._write(request, 413, [(b"content-type", b"application/json")], body, False)
+            self._write(request, 413, [(b"content-type", b"application/json")], too_large(self.limit), False)
             return False
         scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": request.version,
                  "server": self.server, "client": self.client, "scheme": self.scheme, "root_path": self.root_path,
@@ -251,8 +258,8 @@ class GatewayProtocol(asyncio.Protocol):
 
     def _fail(self, status: int, message: bytes) -> None:
         if not self.transport.is_closing():
-            self.transport.write(status_line(status) + b"content-type: text/plain\r\ncontent-length: "
-                                 + str(len(message)).encode() + b"\r\nconnection: close\r\n\r\n" + message)
+            head = answer_head(status, ((b"content-type", b"text/plain"), (b"content-length", str(len(message)).encode())), False)
+            self.transport.write(b"".join([*head, message]))
             self.transport.close()
 
 
@@ -275,14 +282,9 @@ class _Response:
             self.chunked = self.request.method != "HEAD" and not any(k == b"content-length" for k, _ in headers)
             if any(k == b"connection" and v.lower() == b"close" for k, v in headers):
                 self.keep = False
-            parts = [status_line(message["status"])]
-            for name, value in (*self.protocol.server_state.default_headers, *headers):
-                parts += [name, b": ", value, b"\r\n"]
-            if self.chunked:
-                parts.append(b"transfer-encoding: chunked\r\n")
-            if not self.keep:
-                parts.append(b"connection: close\r\n")
-            transport.write(b"".join([*parts, b"\r\n"]))
+            chunked = ((b"transfer-encoding", b"chunked"),) if self.chunked else ()
+            transport.write(b"".join(answer_head(message["status"], (*self.protocol.server_state.default_headers, *headers),
+                                                 self.keep, chunked)))
         elif message["type"] == "http.response.body":
             if not self.started or self.complete:
                 raise RuntimeError("a body message outside a response")
@@ -303,7 +305,6 @@ def _joined(chunks: list[bytes] | None) -> bytes | None:
     if not chunks:
         return b""
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
 
 
 def _address(name) -> tuple[str, int] | None:
