@@ -109,3 +109,8 @@ TUNE_STALL_GAIN = 0.03
 TUNE_LEVEL_GAIN = 0.05
 TUNE_KEEP_SHARE = 1 / 3
 TUNE_KEEP_MIN = 2
+
+# A pipeline switch unloads the components' old versions only once the old ensemble's last requests have passed
+# through them: their execution counts unchanged for this long on every replica, waiting at most the second figure.
+PIPELINE_DRAIN_QUIET_S = 0.2
+PIPELINE_DRAIN_MAX_S = 5.0

@@ -120,8 +120,30 @@ def _phases(repo, name, components, ensemble: bytes, both: set[int], version: in
                                   hint=f"a channel's replicas must run with --channel {channel}" if channel else None)
     repo.store.write_bytes(config_key(name, channel), ensemble)  # 2. the ensemble pinned to the new version
     _load_everywhere(replicas, [name], seconds)
+    _drain_old(replicas, components, version)  # requests the old ensemble took still need the old components
     _set_policies(repo, components, (version,), channel)  # 3. only the new version
     _load_everywhere(replicas, components, seconds)
+
+
+def _drain_old(replicas, components, version: int) -> None:
+    """Until the components' other versions have executed nothing for PIPELINE_DRAIN_QUIET_S on every replica (at most
+    PIPELINE_DRAIN_MAX_S): a request the old ensemble accepted just before its swap reaches its steps afterwards,
+    and unloading a step's version then would fail it."""
+    from controlplane.defaults import PIPELINE_DRAIN_MAX_S, PIPELINE_DRAIN_QUIET_S
+
+    def old_counts() -> dict:
+        return {(r.url, comp): {v: n for v, n in r.answered(comp).items() if v != version} for r in replicas for comp in components}
+
+    try:
+        deadline, last = time.monotonic() + PIPELINE_DRAIN_MAX_S, old_counts()
+        while time.monotonic() < deadline:
+            time.sleep(PIPELINE_DRAIN_QUIET_S)
+            now = old_counts()
+            if now == last:
+                return
+            last = now
+    except MlctlError:  # statistics refused or unanswered: a fixed grace instead (phase 3 then meets any fault)
+        time.sleep(PIPELINE_DRAIN_QUIET_S)
 
 
 def _wait_serving(repo, name, components, version, replicas, timeout_s: float) -> None:

@@ -90,6 +90,17 @@ class Replica:
         with self._errors(f"load of {model!r}"):
             self._client.load_model(model, headers=self._headers, config=config_json, client_timeout=self.timeout_s)
 
+    def answered(self, model: str) -> dict[int, int]:
+        """Requests each loaded version of `model` has executed here so far (succeeded or failed)."""
+        with self._errors(f"statistics of {model!r}"):
+            stats = self._client.get_inference_statistics(model, headers=self._headers, as_json=True,
+                                                          client_timeout=self.query_timeout_s)
+        counts = {}
+        for entry in stats.get("model_stats", []):
+            inference = entry.get("inference_stats", {})
+            counts[int(entry["version"])] = sum(int(inference.get(k, {}).get("count", 0)) for k in ("success", "fail"))
+        return counts
+
     def unload(self, model: str) -> None:
         with self._errors(f"unload of {model!r}"):
             self._client.unload_model(model, headers=self._headers, client_timeout=self.timeout_s)
