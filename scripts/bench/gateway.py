@@ -121,12 +121,12 @@ def compare(row: dict, base: dict, grpc: dict) -> None:
     row["gateway_cpu_share_of_triton"] = round(gateway / triton, 3) if gateway is not None and triton else None
 
 
-def start_gateway(triton, log: Path, workers: int, source: Path | None, upstream: str):
+def start_gateway(triton, log: Path, workers: int, source: Path | None, upstream: str, coalesce: bool = False):
     """`mlctl gateway serve`; with `source`, the package found there (an earlier checkout, for before/after)."""
     port = free_port()
     command = [sys.executable, "-m", "controlplane.cli.main", "gateway", "serve", "--port", str(port), "--triton-url", triton.grpc_url,
                "--log", str(log), *(["--workers", str(workers)] if workers > 1 else []),
-               *(["--triton-http-url", triton.http_url] if upstream == "http" else [])]
+               *(["--triton-http-url", triton.http_url] if upstream == "http" else []), *(["--coalesce"] if coalesce else [])]
     env = {**os.environ, "MLCTL_GATEWAY_ADMIN_KEYS": KEY, **({"PYTHONPATH": str(source)} if source else {})}
     # `python -m` puts the working directory first on the path: run from `source`, or this checkout wins over it
     proc = start_listening(command, port, "gateway", timeout_s=60, env=env, cwd=str(source) if source else None)
@@ -181,12 +181,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--paths", default="binary,json,v1")
     parser.add_argument("--upstream", default="http", help="how the gateway asks Triton: http or grpc")
+    parser.add_argument("--coalesce", action="store_true", help="the gateway groups requests that are ready together")
     parser.add_argument("--source", type=Path, default=None, help="serve the gateway of the package in this folder")
     args = parser.parse_args()
     work, servers, triton = start_demo_triton("mlctl-gw-bench-", "gw")
     gateway = None
     try:
-        gateway, url = start_gateway(triton, work / "log", args.workers, args.source, args.upstream)
+        gateway, url = start_gateway(triton, work / "log", args.workers, args.source, args.upstream, args.coalesce)
         results = sweep(args, triton, gateway.pid, url)
     finally:
         if gateway is not None:

@@ -75,3 +75,13 @@ def test_find_predictions_reads_issued_ids_of_every_model_from_the_log(tmp_path)
     log.close()
     found = find_predictions(store, {"digits-1", "price-1", "ghost"})
     assert found == {"digits-1": ("digits", 10), "price-1": ("price", None)}
+
+
+def test_requests_are_grouped_only_where_the_config_enables_dynamic_batching():
+    from controlplane.model import config as model_config
+    from controlplane.model.config import ServingOptions
+
+    assert model_info(model_config.build_config("m", "onnx", CLASSIFIER, ServingOptions())).group_rows == 8
+    assert model_info(model_config.build_config("m", "onnx", CLASSIFIER, ServingOptions(dynamic_batching=False))).group_rows == 0
+    unbatched = Signature(CLASSIFIER.inputs, CLASSIFIER.outputs, 0)
+    assert model_info(model_config.build_config("m", "onnx", unbatched, ServingOptions())).group_rows == 0

@@ -19,6 +19,9 @@ class GatewayConfig:
     # admission control, per model and worker: a request beyond this many in flight to Triton is answered 429 at
     # once, before Triton (0: no limit). An alternative to Triton's queue policy, which stalls 2.51's batcher
     max_in_flight: int = 0
+    # requests for one model that are ready together go to Triton as one (coalesce.py), where its config
+    # enables dynamic batching; Triton then counts a group as one request
+    coalesce: bool = False
     log_uri: str | None = None  # local folder or s3://bucket/prefix; None: no prediction log
     flush_rows: int = 1000
     flush_seconds: float = 2.0

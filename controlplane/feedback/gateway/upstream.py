@@ -15,6 +15,7 @@ from tritonclient.utils import InferenceServerException
 from controlplane.defaults import GATEWAY_CONFIG_TTL_S, GATEWAY_RETRY_AFTER_S
 from controlplane.errors import MlctlError
 from controlplane.feedback.gateway.answer import classes_of
+from controlplane.feedback.gateway.coalesce import Coalescer
 from controlplane.feedback.gateway.config import GatewayConfig
 from controlplane.feedback.gateway.metrics import GatewayMetrics
 from controlplane.feedback.gateway.triton_http import TritonHTTP
@@ -39,6 +40,9 @@ class ModelInfo:
     inputs: tuple[tuple[str, np.dtype], ...] = ()
     float_inputs: tuple[str, ...] = ()
     classes: int | None = None
+    # the most rows of one Triton request made of several clients' (coalesce.py): the max batch size where the
+    # config enables dynamic batching (Triton merges requests itself then), else 0
+    group_rows: int = 0
 
 
 def model_info(config) -> ModelInfo:
@@ -47,7 +51,9 @@ def model_info(config) -> ModelInfo:
     allowed = parameter is not None and parameter.string_value.strip().lower() == "true"
     signature = model_config.signature_of(config, api=True)
     inputs = tuple((spec.name, np.dtype(spec.dtype)) for spec in signature.inputs)
-    return ModelInfo(signature, allowed, inputs, tuple(name for name, dtype in inputs if dtype.kind == "f"), classes_of(signature))
+    group_rows = signature.max_batch_size if signature.batched and config.HasField("dynamic_batching") else 0
+    return ModelInfo(signature, allowed, inputs, tuple(name for name, dtype in inputs if dtype.kind == "f"), classes_of(signature),
+                     group_rows)
 
 
 def _set_parameter(parameter, key: str, value) -> None:
@@ -67,6 +73,7 @@ class Upstream:
         self.metrics, self.config = metrics, config
         self.client = None
         self.http = TritonHTTP(config.triton_http_url) if config.triton_http_url else None
+        self.coalescer = Coalescer(self._send) if config.coalesce else None
         self._models: dict[str, tuple[ModelInfo, float]] = {}
         self._canaries: dict[str, tuple[CanaryState | None, float]] = {}
 
@@ -112,7 +119,24 @@ class Upstream:
 
     async def infer(self, model: str, tensors: tuple[Tensor, ...], version: str = "",
                     parameters: dict | None = None) -> tuple[str, list[Tensor]]:
-        """(the version that answered, its outputs); Triton's errors as InferenceServerException."""
+        """(the version that answered, its outputs); Triton's errors as InferenceServerException. With coalescing on,
+        requests without parameters of their own may go to Triton together with others (coalesce.py)."""
+        if self.coalescer is not None and not parameters:
+            limit = await self._group_rows(model)
+            if limit:
+                return await self.coalescer.infer(model, tensors, version, limit)
+        return await self._send(model, tensors, version, parameters)
+
+    async def _group_rows(self, model: str) -> int:
+        """How many rows one grouped request to `model` may hold (0: none grouped): its config, as cached."""
+        try:
+            return (await self.model(model)).group_rows
+        except HTTPException:  # a canary that is gone, Triton down: the request alone tells the client why
+            return 0
+
+    async def _send(self, model: str, tensors: tuple[Tensor, ...], version: str = "",
+                    parameters: dict | None = None) -> tuple[str, list[Tensor]]:
+        """One Triton request."""
         if self.http is not None:
             return await self.http.infer(model, tensors, version, parameters)
         import grpc
