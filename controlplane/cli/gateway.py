@@ -41,6 +41,8 @@ def serve(
     key_limits: Annotated[str, typer.Option(envvar="MLCTL_GATEWAY_KEY_LIMITS",
                                             help="Per-key limits KEY:RATE[:MAX_BODY_BYTES], comma-separated; '*' for every key. "
                                                  "The rate holds across --workers.")] = "",
+    keep_alive_s: Annotated[float, typer.Option(
+        help="Close a client connection idle this long (seconds); set it above a load balancer's own idle timeout.")] = 5.0,
     tls_cert: Annotated[str | None, typer.Option(help="Certificate (PEM): serve HTTPS.")] = None,
     tls_key: Annotated[str | None, typer.Option(help="Key (PEM) for --tls-cert.")] = None,
 ) -> None:
@@ -72,6 +74,8 @@ def serve(
                          hint="leave out --triton-http-url (inference then goes over TLS gRPC), or MLCTL_TLS_* for a plain-text Triton")
     if max_in_flight < 0:
         raise UsageError(f"--max-in-flight must not be negative (got {max_in_flight})", hint="0 means no limit")
+    if keep_alive_s <= 0:
+        raise UsageError(f"--keep-alive-s must be positive (got {keep_alive_s})")
     if bool(tls_cert) != bool(tls_key):
         raise UsageError("HTTPS needs both --tls-cert and --tls-key")
     limiter = Limiter(config.admin_keys | config.predict_keys, parse_limits(key_limits), max_body_bytes)  # bad limits: exit 2 now
@@ -84,7 +88,7 @@ def serve(
         # no proxy-headers middleware and no access log: neither is used, both cost on every request; the gateway's
         # own HTTP protocol answers the inference routes without ASGI in between (protocol.py)
         uvicorn.run(FACTORY, factory=True, host=host, port=port, workers=workers, log_level="warning", access_log=False,
-                    proxy_headers=False, ssl_certfile=tls_cert, ssl_keyfile=tls_key, http=GatewayProtocol)
+                    proxy_headers=False, timeout_keep_alive=keep_alive_s, ssl_certfile=tls_cert, ssl_keyfile=tls_key, http=GatewayProtocol)
     finally:
         if shared:
             os.unlink(shared)

@@ -2,7 +2,7 @@
 checkout's, loaded in turn (A B, B A, ...) with v2 binary requests, so a change's effect on the gateway's CPU per
 request is read in one sitting on a noisy machine rather than across runs.
 
-Usage: .venv/bin/python scripts/bench/gateway_ab.py --source DIR [--rounds 6] [--concurrency 16] [--seconds 3]
+Usage: .venv/bin/python scripts/bench/gateway_ab.py --source DIR [--rounds 6] [--concurrency 16] [--seconds 3] [--coalesce]
 
 Prints one line per load and, per gateway, the median and range of its CPU per request, of that share of
 Triton's, of req/s and of p99 (and the median p50). Check the harness by pointing --source at a copy made slower on purpose.
@@ -28,14 +28,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--coalesce", action="store_true", help="both gateways group requests that are ready together")
     args = parser.parse_args()
     if not (args.source / "controlplane").is_dir():
         parser.error(f"--source {args.source}: no controlplane/ package there")
     work, servers, triton = start_demo_triton("mlctl-gw-ab-", "ab")
     gateways = {}
     try:
-        gateways["A (source)"] = start_gateway(triton, work / "log-a", 1, args.source.resolve(), "http")
-        gateways["B (this checkout)"] = start_gateway(triton, work / "log-b", 1, None, "http")
+        gateways["A (source)"] = start_gateway(triton, work / "log-a", 1, args.source.resolve(), "http", args.coalesce)
+        gateways["B (this checkout)"] = start_gateway(triton, work / "log-b", 1, None, "http", args.coalesce)
         rows: dict[str, list[dict]] = {name: [] for name in gateways}
         for round_ in range(args.rounds):
             for name in list(gateways)[::1 if round_ % 2 == 0 else -1]:

@@ -157,3 +157,16 @@ def test_garbage_is_answered_400_and_closed(gateway):
     with connect(gateway) as sock:
         sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 400") and closed(sock)
+
+
+def test_an_idle_connection_is_closed_after_keep_alive_and_a_busy_one_is_not(gateway_factory):
+    gateway = gateway_factory(options=("--keep-alive-s", "1.5"))
+    with connect(gateway) as sock:
+        for _ in range(3):  # requests 1 s apart: each starts the idle time again
+            sock.sendall(predict())
+            assert read_answers(sock, 1)[0][0] == 200
+            time.sleep(1.0)
+        started = time.monotonic()
+        sock.settimeout(10)
+        assert sock.recv(65536) == b""  # closed by the gateway, not by this end
+        assert 0.2 < time.monotonic() - started < 3.0

@@ -79,7 +79,8 @@ class GatewayProtocol(asyncio.Protocol):
         self.write_paused = False  # the transport's write buffer is full
         self.closing = False
         self.lost = asyncio.Event()  # the connection is gone
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None  # one per connection, re-armed as it fires
+        self.active_at = 0.0  # loop time of the last request read or answer written
         self.server = self.client = None
         self.scheme = "http"
 
@@ -90,16 +91,18 @@ class GatewayProtocol(asyncio.Protocol):
         self.server = _address(transport.get_extra_info("sockname"))
         self.client = _address(transport.get_extra_info("peername"))
         self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
-        self._arm_idle_timer()
+        self.active_at = self.loop.time()
+        self.idle_timer = self.loop.call_later(self.keep_alive_s, self._idle)
 
     def connection_lost(self, exc) -> None:
         self.server_state.connections.discard(self)
         self.closing = True
         self.lost.set()
-        self._disarm_idle_timer()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
 
     def data_received(self, data: bytes) -> None:
-        self._disarm_idle_timer()
+        self.active_at = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -132,18 +135,23 @@ class GatewayProtocol(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.request.headers.append((name.lower(), value))
+        name = name.lower()
+        self.request.headers.append((name, value))
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_headers_complete(self) -> None:
         request, parser = self.request, self.parser
         request.method, request.version = parser.get_method().decode("ascii"), parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()
-        parsed = httptools.parse_url(self.url)
-        request.raw_path, request.query = parsed.path, parsed.query or b""
-        path = parsed.path.decode("ascii", errors="replace")
+        url = self.url
+        if b"?" in url or b"#" in url or not url.startswith(b"/"):
+            parsed = httptools.parse_url(url)
+            request.raw_path, request.query = parsed.path, parsed.query or b""
+        else:  # a bare path, as inference requests have: nothing to parse
+            request.raw_path, request.query = url, b""
+        path = request.raw_path.decode("ascii", errors="replace")
         request.path = unquote(path) if "%" in path else path
-        if (b"expect", b"100-continue") in ((k, v.lower()) for k, v in request.headers):
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         request = self.request
@@ -199,10 +207,9 @@ class GatewayProtocol(asyncio.Protocol):
         if self.write_paused:
             return  # resume_writing goes on
         self.transport.resume_reading()
+        self.active_at = self.loop.time()
         if self.waiting:
             self._next()
-        else:
-            self._arm_idle_timer()
 
     def _write(self, request: _Request, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep: bool) -> None:
         if self.transport.is_closing():  # the client went away while its request was answered
@@ -243,17 +250,18 @@ class GatewayProtocol(asyncio.Protocol):
         return response.keep
 
     # --- keep-alive --------------------------------------------------------------------------------
-    def _arm_idle_timer(self) -> None:
-        self._disarm_idle_timer()
-        self.idle_timer = self.loop.call_later(self.keep_alive_s, self._idle)
-
-    def _disarm_idle_timer(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
-
     def _idle(self) -> None:
-        if not self.busy and not self.waiting and not self.transport.is_closing():
+        """The connection's one timer (no timer made and cancelled per request): closes a connection idle for
+        keep_alive_s, else looks again when it could be."""
+        if self.transport.is_closing():
+            return
+        if self.busy or self.waiting or self.request is not None:  # a request is being read or answered
+            self.idle_timer = self.loop.call_later(self.keep_alive_s, self._idle)
+            return
+        idle_s = self.loop.time() - self.active_at
+        if idle_s < self.keep_alive_s:
+            self.idle_timer = self.loop.call_later(self.keep_alive_s - idle_s, self._idle)
+        else:
             self.transport.close()
 
     def _fail(self, status: int, message: bytes) -> None:
