@@ -149,7 +149,7 @@ def test_head_and_http_1_0_are_answered_as_http_says(gateway):
     assert get.startswith(b"HTTP/1.1 200") and get.endswith(b'{"status":"ok"}')
     with connect(gateway) as sock:  # HTTP/1.0 without keep-alive: one answer, then closed
         sock.sendall(predict().replace(b"HTTP/1.1", b"HTTP/1.0", 1))
-        ((status, headers, _),) = read_answers(sock, 1)
+        ((status, _headers, _),) = read_answers(sock, 1)
         assert status == 200 and closed(sock)
 
 

@@ -53,7 +53,7 @@ def front_of(app) -> Front | None:
 
 
 class _Request:
-    __slots__ = ("method", "path", "raw_path", "query", "headers", "body", "size", "keep_alive", "version")
+    __slots__ = ("body", "headers", "keep_alive", "method", "path", "query", "raw_path", "size", "version")
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
