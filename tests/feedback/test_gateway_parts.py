@@ -85,3 +85,26 @@ def test_requests_are_grouped_only_where_the_config_enables_dynamic_batching():
     assert model_info(model_config.build_config("m", "onnx", CLASSIFIER, ServingOptions(dynamic_batching=False))).group_rows == 0
     unbatched = Signature(CLASSIFIER.inputs, CLASSIFIER.outputs, 0)
     assert model_info(model_config.build_config("m", "onnx", unbatched, ServingOptions())).group_rows == 0
+
+
+def test_request_metrics_count_each_request_once_in_its_latency_bucket():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from controlplane.feedback.gateway.metrics import GatewayMetrics
+
+    metrics = GatewayMetrics(lambda: None)
+    for seconds in (0.0009, 0.001, 0.003, 5.0):
+        metrics.observe("infer", "m", "1", "ok", seconds)
+    metrics.observe("infer", "m", "1", "400", 0.02)
+    metrics.count("feedback", "", "", "ok")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(metrics.render()[0].decode()) for s in family.samples}
+    labels = (("model", "m"), ("route", "infer"), ("version", "1"))
+    assert samples[("mlctl_gateway_requests_total", (*labels[:2], ("status", "ok"), labels[2]))] == 4
+    assert samples[("mlctl_gateway_requests_total", (*labels[:2], ("status", "400"), labels[2]))] == 1
+    assert samples[("mlctl_gateway_requests_total", (("model", ""), ("route", "feedback"), ("status", "ok"), ("version", "")))] == 1
+    bucket = {le: samples[("mlctl_gateway_request_duration_seconds_bucket", (("le", le), *labels))]
+              for le in ("0.001", "0.0025", "0.005", "0.025", "2.5", "+Inf")}
+    assert bucket == {"0.001": 2, "0.0025": 2, "0.005": 3, "0.025": 4, "2.5": 4, "+Inf": 5}  # a bound counts as inside
+    assert samples[("mlctl_gateway_request_duration_seconds_count", labels)] == 5
+    assert abs(samples[("mlctl_gateway_request_duration_seconds_sum", labels)] - 5.0249) < 1e-9

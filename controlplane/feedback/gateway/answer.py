@@ -97,7 +97,7 @@ def log_rows(model: str, version: str, signature: Signature, arrays: dict[str, n
     first_in = None if arrays is None else arrays[signature.inputs[0].name]
     first_out = None if outputs is None else outputs[signature.outputs[0].name]
     more = None if outputs is None else {s.name: outputs[s.name] for s in signature.outputs[1:] if s.name in outputs}
-    label = label_output(signature)
+    classifier, label = _kinds(signature)
     labels = None  # a label output of another size (a Python step is not held to its config) gives no class
     if outputs is not None and label in outputs and outputs[label].size == len(ids):
         labels = outputs[label].reshape(len(ids))
@@ -105,8 +105,21 @@ def log_rows(model: str, version: str, signature: Signature, arrays: dict[str, n
         first_in = None if first_in is None else first_in[np.newaxis]
         first_out = None if first_out is None else first_out[np.newaxis]
         more = None if more is None else {name: array[np.newaxis] for name, array in more.items()}
-    return prediction_rows(model, version, ids, first_in, first_out, classes_of(signature) is not None, latency_ms, status,
-                           more or None, labels)
+    return prediction_rows(model, version, ids, first_in, first_out, classifier, latency_ms, status, more or None, labels)
+
+
+_KINDS: dict[int, tuple[Signature, bool, str | None]] = {}  # id(signature) -> (the signature, classifier, label output)
+
+
+def _kinds(signature: Signature) -> tuple[bool, str | None]:
+    """(whether it is a score classifier, its label output), worked out once per signature object: a request's
+    signature is its config read's, the same object for every request until the next read."""
+    kept = _KINDS.get(id(signature))
+    if kept is None or kept[0] is not signature:  # the entry holds the signature, so its id is not reused meanwhile
+        if len(_KINDS) >= 256:
+            _KINDS.clear()
+        kept = _KINDS[id(signature)] = (signature, classes_of(signature) is not None, label_output(signature))
+    return kept[1], kept[2]
 
 
 def log_records(model: str, version: str, signature: Signature, arrays: dict[str, np.ndarray], outputs: dict[str, np.ndarray],

@@ -35,7 +35,7 @@ async def feedback(request: Request, _: str = Depends(require("admin"))) -> dict
         status = str(exc.status_code)
         raise
     finally:
-        gateway.metrics.requests.labels("feedback", "", "", status).inc()
+        gateway.metrics.count("feedback", "", "", status)
 
 
 async def _body(request: Request):

@@ -94,7 +94,8 @@ async def forward(gateway: GatewayState, model: str, info: ModelInfo, tensors: t
                             headers={"Retry-After": str(GATEWAY_RETRY_AFTER_S)})
     gateway.in_flight[model] = busy + 1
     try:
-        version, outputs = await gateway.upstream.infer(target, tensors, explicit, parameters)
+        version, outputs = await gateway.upstream.infer(target, tensors, explicit, parameters,
+                                                        info.group_rows if target == model else None)
     except InferenceServerException as exc:
         if target == model or classify(exc).kind is not Failure.NOT_FOUND:
             gateway.log_predictions(model, answer.failure_rows(model, arm_version, ms_since(started)))

@@ -6,6 +6,7 @@ client cannot grow the number of series.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 
 UNKNOWN_MODEL = "_unknown"
@@ -17,13 +18,12 @@ class GatewayMetrics:
                  security_events: Callable[[], dict[tuple[str, str], int]] | None = None) -> None:
         """`log_figures()`: the prediction log's (dropped records, failed segment writes), None without a log.
         `security_events()`: the repository's security events, {(kind, reason): count} (signature refusals, tampering)."""
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter
 
         self.registry = CollectorRegistry()
-        self.requests = Counter("mlctl_gateway_requests", "Gateway requests", ["route", "model", "version", "status"],
-                                registry=self.registry)
-        self.latency = Histogram("mlctl_gateway_request_duration_seconds", "Gateway request time", ["route", "model", "version"],
-                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._requests = _RequestsCollector()  # requests and their latency: plain counts on the request path
+        self.registry.register(self._requests)
+        self.observe, self.count = self._requests.observe, self._requests.count
         self.canary_state_errors = Counter("mlctl_gateway_canary_state_errors",
                                            "Canary state reads that failed (routing kept the last known state)",
                                            ["model"], registry=self.registry)
@@ -39,20 +39,59 @@ class GatewayMetrics:
                                  ["service", "key"], registry=self.registry)
         if security_events is not None:
             self.registry.register(_EventsCollector(security_events))
-        self._children: dict[tuple[str, str, str, str], tuple] = {}  # label lookups done once per label set
-
-    def observe(self, route: str, model: str, version: str, status: str, seconds: float) -> None:
-        key = (route, model, version, status)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (self.requests.labels(*key), self.latency.labels(route, model, version))
-        children[0].inc()
-        children[1].observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _RequestsCollector:
+    """mlctl_gateway_requests_total{route, model, version, status} and the mlctl_gateway_request_duration_seconds
+    histogram{route, model, version}, kept as plain counts that the event loop's thread adds to (a list index and an
+    add per request, no lock: it is the only writer) and read into metric families at scrape time, on that same
+    thread. prometheus_client's Counter and Histogram took a lock per increment, three per request."""
+
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, str, str, str], list[int]] = {}
+        self._latency: dict[tuple[str, str, str], list[float]] = {}  # per bucket, then +Inf, then the sum
+
+    def observe(self, route: str, model: str, version: str, status: str, seconds: float) -> None:
+        self.count(route, model, version, status)
+        key = (route, model, version)
+        counts = self._latency.get(key)
+        if counts is None:
+            counts = self._latency[key] = [0] * (len(LATENCY_BUCKETS) + 2)
+        counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bucket whose bound is >= seconds
+        counts[-1] += seconds
+
+    def count(self, route: str, model: str, version: str, status: str) -> None:
+        key = (route, model, version, status)
+        count = self._requests.get(key)
+        if count is None:
+            count = self._requests[key] = [0]
+        count[0] += 1
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+        from prometheus_client.utils import floatToGoString
+
+        requests = CounterMetricFamily("mlctl_gateway_requests", "Gateway requests", labels=["route", "model", "version", "status"])
+        for key, (count,) in list(self._requests.items()):
+            requests.add_metric(list(key), count)
+        yield requests
+        latency = HistogramMetricFamily("mlctl_gateway_request_duration_seconds", "Gateway request time",
+                                        labels=["route", "model", "version"])
+        for key, counts in list(self._latency.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip((*map(floatToGoString, LATENCY_BUCKETS), "+Inf"), counts[:-1]):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            latency.add_metric(list(key), buckets, counts[-1])
+        yield latency
 
 
 class _LogCollector:

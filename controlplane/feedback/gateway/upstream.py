@@ -118,11 +118,12 @@ class Upstream:
         return info
 
     async def infer(self, model: str, tensors: tuple[Tensor, ...], version: str = "",
-                    parameters: dict | None = None) -> tuple[str, list[Tensor]]:
+                    parameters: dict | None = None, group_rows: int | None = None) -> tuple[str, list[Tensor]]:
         """(the version that answered, its outputs); Triton's errors as InferenceServerException. With coalescing on,
-        requests without parameters of their own may go to Triton together with others (coalesce.py)."""
+        requests without parameters of their own may go to Triton together with others (coalesce.py), up to
+        `group_rows` rows (the model's ModelInfo.group_rows; None: looked up here)."""
         if self.coalescer is not None and not parameters:
-            limit = await self._group_rows(model)
+            limit = await self._group_rows(model) if group_rows is None else group_rows
             if limit:
                 return await self.coalescer.infer(model, tensors, version, limit)
         return await self._send(model, tensors, version, parameters)
