@@ -7,14 +7,18 @@ The digits classifier, one row per request, closed loop, concurrency sweep. Path
   gateway v2 binary               tritonclient.http.aio to the gateway, binary tensors in and out
   gateway v2 JSON                 tritonclient.http.aio to the gateway, JSON tensors in and out
   gateway v1 JSON                 aiohttp POSTs of the simple JSON route
-The gateway logs every prediction (Parquet). Each row reports throughput, p50/p99, and the CPU time per
+  ..., coalesced                  the same through a second gateway started with --coalesce (requests ready
+                                  together go to Triton as one; `--paths binary-coalesced,json-coalesced`)
+The gateways log every prediction (Parquet). Each row reports throughput, p50/p99, and the CPU time per
 request of the gateway (all its processes) and of Triton (tritonserver plus its Python stubs), read from
 /proc/<pid>/stat around the run, and of the load generator (this process: it shares the cores); the gateway
 rows add the p50 they add and the throughput they keep against direct HTTP with the same payloads (the v1 route
-against direct JSON), the throughput kept against direct gRPC, and their CPU per request as a share of Triton's.
+against direct JSON), the throughput kept against direct gRPC, and their CPU per request as a share of Triton's,
+both of Triton's in the same run and of Triton's when it serves the same payloads directly.
 
 Usage: .venv/bin/python scripts/bench/gateway.py [--seconds 4] [--concurrency 1,4,16,64] [--workers 1] [--upstream http]
-                                                 [--paths binary,json,v1] [--source DIR] [--out bench-out]
+                                                 [--paths binary,binary-coalesced,json,json-coalesced,v1]
+                                                 [--source DIR] [--out bench-out]
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from local_servers import start_listening, stop, triton_options
 from controlplane.triton.load import run_async
 
 KEY = "bench-key"
+COALESCED = "-coalesced"  # a path served by a second gateway, started with --coalesce
 ROW = np.random.default_rng(0).random((1, 64), dtype=np.float32)
 
 
@@ -119,6 +124,8 @@ def compare(row: dict, base: dict, grpc: dict) -> None:
     row["throughput_kept_vs_grpc"] = round(row["requests_per_s"] / grpc["requests_per_s"], 3) if grpc["requests_per_s"] else None
     gateway, triton = row.get("gateway_cpu_ms_per_request"), row.get("triton_cpu_ms_per_request")
     row["gateway_cpu_share_of_triton"] = round(gateway / triton, 3) if gateway is not None and triton else None
+    direct = base.get("triton_cpu_ms_per_request")  # what Triton costs per request served without the gateway
+    row["gateway_cpu_share_of_direct_triton"] = round(gateway / direct, 3) if gateway is not None and direct else None
 
 
 def start_gateway(triton, log: Path, workers: int, source: Path | None, upstream: str, coalesce: bool = False):
@@ -133,27 +140,30 @@ def start_gateway(triton, log: Path, workers: int, source: Path | None, upstream
     return proc, f"http://127.0.0.1:{port}"
 
 
-def sweep(args, triton, gateway_pid: int, url: str) -> list[dict]:
-    pids = {"gateway": gateway_pid, "triton": triton.pid}
-    paths = {"binary": ("gateway v2 binary", lambda: v2_caller(url, True)),
-             "json": ("gateway v2 JSON", lambda: v2_caller(url, False)),
-             "v1": ("gateway v1 JSON", lambda: v1_caller(url))}
+def sweep(args, triton, gateways: dict[bool, tuple[int, str]]) -> list[dict]:
+    """The concurrency sweep; `gateways`: coalescing or not -> (pid, url) of the gateway serving those paths."""
     results = []
     for c in args.concurrency:
+        pids = {"gateway": next(iter(gateways.values()))[0], "triton": triton.pid}
         grpc = {"path": "direct Triton gRPC", "concurrency": c,
                 **asyncio.run(measure(lambda: direct_caller(triton.grpc_url), c, args.seconds, pids))}
         results.append(grpc)
         print(json.dumps(grpc), flush=True)
         bases = {}
-        for binary in sorted({key == "binary" for key in args.paths.split(",")}, reverse=True):
+        for binary in sorted({key.startswith("binary") for key in args.paths.split(",")}, reverse=True):
             bases[binary] = {"path": f"direct Triton HTTP {'binary' if binary else 'JSON'}", "concurrency": c,
                              **asyncio.run(measure(lambda b=binary: v2_caller(triton.http_url, b), c, args.seconds, pids))}
             results.append(bases[binary])
             print(json.dumps(bases[binary]), flush=True)
         for key in args.paths.split(","):
-            name, make = paths[key]
-            row = {"path": name, "concurrency": c, "workers": args.workers, "upstream": args.upstream, **asyncio.run(measure(make, c, args.seconds, pids))}
-            compare(row, bases[key == "binary"], grpc)
+            kind, coalesced = key.removesuffix(COALESCED), key.endswith(COALESCED)
+            pid, url = gateways[coalesced]
+            name, make = {"binary": ("gateway v2 binary", lambda: v2_caller(url, True)),
+                          "json": ("gateway v2 JSON", lambda: v2_caller(url, False)),
+                          "v1": ("gateway v1 JSON", lambda: v1_caller(url))}[kind]
+            row = {"path": name + (", coalesced" if coalesced else ""), "concurrency": c, "workers": args.workers,
+                   "upstream": args.upstream, **asyncio.run(measure(make, c, args.seconds, {"gateway": pid, "triton": triton.pid}))}
+            compare(row, bases[kind == "binary"], grpc)
             results.append(row)
             print(json.dumps(row), flush=True)
     return results
@@ -179,19 +189,24 @@ def start_demo_triton(prefix: str, name: str):
 def main() -> int:
     parser = load_arguments()
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--paths", default="binary,json,v1")
+    parser.add_argument("--paths", default="binary,binary-coalesced,json,json-coalesced,v1")
     parser.add_argument("--upstream", default="http", help="how the gateway asks Triton: http or grpc")
-    parser.add_argument("--coalesce", action="store_true", help="the gateway groups requests that are ready together")
     parser.add_argument("--source", type=Path, default=None, help="serve the gateway of the package in this folder")
     args = parser.parse_args()
+    paths = args.paths.split(",")
+    unknown = [p for p in paths if p.removesuffix(COALESCED) not in ("binary", "json", "v1")]
+    if unknown:
+        parser.error(f"--paths: unknown {unknown}; choose among binary, json, v1, each optionally with {COALESCED}")
     work, servers, triton = start_demo_triton("mlctl-gw-bench-", "gw")
-    gateway = None
+    started = {}
     try:
-        gateway, url = start_gateway(triton, work / "log", args.workers, args.source, args.upstream, args.coalesce)
-        results = sweep(args, triton, gateway.pid, url)
+        for coalesced in sorted({p.endswith(COALESCED) for p in paths}):  # a gateway per kind the paths ask for
+            proc, url = start_gateway(triton, work / f"log-{int(coalesced)}", args.workers, args.source, args.upstream, coalesced)
+            started[coalesced] = (proc, url)
+        results = sweep(args, triton, {k: (proc.pid, url) for k, (proc, url) in started.items()})
     finally:
-        if gateway is not None:
-            stop(gateway, timeout_s=30)
+        for proc, _ in started.values():
+            stop(proc, timeout_s=30)
         servers.stop("gw", grace_s=10)
     write_json(args.out, "gateway.json", results)
     return 0

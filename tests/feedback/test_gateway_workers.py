@@ -56,10 +56,12 @@ def load(url: str, answered: list[str], stop: threading.Event, at_most: int, cli
     return run_threads(make, clients, 120, stop)
 
 
-def test_two_workers_split_a_canary_exactly_and_a_clean_stop_under_load_loses_no_record(stage, gateway_factory, tmp_path):
+@pytest.mark.parametrize("coalesce", [(), ("--coalesce",)], ids=["alone", "coalesced"])
+def test_two_workers_split_a_canary_exactly_and_a_clean_stop_under_load_loses_no_record(stage, gateway_factory, tmp_path, coalesce):
     state_file = running_canary(stage["repo"], 30.0)
     try:
-        gateway = gateway_factory(repository=stage["repo"], options=("--workers", "2", "--triton-http-url", stage["triton"].http_url))
+        gateway = gateway_factory(repository=stage["repo"], options=("--workers", "2", "--triton-http-url", stage["triton"].http_url,
+                                                                      *coalesce))
         answered: list[str] = []
         result = load(gateway.url, answered, threading.Event(), at_most=2000)
         assert result.failures == 0, result.summary()["failure_examples"]
