@@ -116,6 +116,10 @@ def test_through_the_gateway_each_client_gets_and_logs_its_own_rows(stage, gatew
 
     answers, requests = asyncio.run(run())
     assert min(requests) < len(batches), f"no round had requests sent together: Triton requests per round {requests}"
+    metrics = {line.split(" ")[0]: float(line.split(" ")[1]) for line in gateway.metrics().splitlines()
+               if line.startswith("mlctl_gateway_coalesced")}
+    assert metrics == {'mlctl_gateway_coalesced_requests_total{model="classifier"}': len(answers),
+                       'mlctl_gateway_coalesced_triton_requests_total{model="classifier"}': sum(requests)}
     logged_ids = []
     for i, result in enumerate(answers):
         x = batches[i % len(batches)]

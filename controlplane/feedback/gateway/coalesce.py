@@ -38,12 +38,17 @@ class Coalescer:
         self.send = send  # one Triton request: (model, tensors, version) -> (version that answered, outputs)
         self._open: dict[tuple, _Group] = {}  # groups still taking requests, by model, version and layout
         self.requests = self.sent = 0  # requests taken, Triton requests made for them
+        self.by_model: dict[str, list[int]] = {}  # model -> [requests taken, Triton requests made], for /metrics
 
     async def infer(self, model: str, tensors: tuple[Tensor, ...], version: str, limit: int) -> tuple[str, list[Tensor]]:
         """(the version that answered, its outputs) for `tensors`, batched inputs of the same number of rows, sent
         with whatever else is ready for the same model, version and layout, up to `limit` rows together."""
         rows = tensors[0].shape[0]
         self.requests += 1
+        counts = self.by_model.get(model)
+        if counts is None:
+            counts = self.by_model[model] = [0, 0]
+        counts[0] += 1
         key = (model, version, *((t.name, t.datatype, t.shape[1:]) for t in tensors))
         group = self._open.get(key)
         if group is not None and group.rows + rows <= limit:
@@ -58,6 +63,7 @@ class Coalescer:
             if self._open.get(key) is group:
                 del self._open[key]
         self.sent += 1
+        counts[1] += 1
         if not group.members:
             return await self.send(model, tensors, version)
         try:

@@ -40,6 +40,10 @@ class GatewayMetrics:
         if security_events is not None:
             self.registry.register(_EventsCollector(security_events))
 
+    def watch_coalescing(self, by_model: dict[str, list[int]]) -> None:
+        """Export the coalescer's counts (model -> [requests taken, Triton requests made]), read at scrape time."""
+        self.registry.register(_CoalescingCollector(by_model))
+
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -92,6 +96,29 @@ class _RequestsCollector:
                 buckets.append((bound, cumulative))
             latency.add_metric(list(key), buckets, counts[-1])
         yield latency
+
+
+class _CoalescingCollector:
+    """With --coalesce: the requests that went through the coalescer and the Triton requests made for them, per
+    model. Their ratio is the mean group size; the second is what Triton's nv_inference_request_success counts."""
+
+    def __init__(self, by_model: dict[str, list[int]]) -> None:
+        self.by_model = by_model
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        taken = CounterMetricFamily("mlctl_gateway_coalesced_requests", "Requests sent to Triton in groups (--coalesce)",
+                                    labels=["model"])
+        sent = CounterMetricFamily("mlctl_gateway_coalesced_triton_requests", "Triton requests made for them", labels=["model"])
+        for model, (requests, triton_requests) in sorted(self.by_model.items()):
+            taken.add_metric([model], requests)
+            sent.add_metric([model], triton_requests)
+        yield taken
+        yield sent
 
 
 class _LogCollector:

@@ -74,6 +74,8 @@ class Upstream:
         self.client = None
         self.http = TritonHTTP(config.triton_http_url) if config.triton_http_url else None
         self.coalescer = Coalescer(self._send) if config.coalesce else None
+        if self.coalescer is not None:
+            metrics.watch_coalescing(self.coalescer.by_model)
         self._models: dict[str, tuple[ModelInfo, float]] = {}
         self._canaries: dict[str, tuple[CanaryState | None, float]] = {}
 
