@@ -83,6 +83,26 @@ def test_a_lone_request_goes_as_it_came_and_a_group_fails_as_a_whole(stage):
     assert all(isinstance(f, InferenceServerException) and "absent" in str(f) for f in failed), failed
 
 
+def test_when_the_first_request_of_a_group_is_cancelled_the_others_get_an_error_not_a_hang(stage):
+    x = pixels(1, 8)
+
+    async def run():
+        http = TritonHTTP(stage["triton"].http_url)
+        coalescer = Coalescer(http.infer)
+        try:
+            first = asyncio.ensure_future(coalescer.infer("classifier", tensors_of(x), "", 8))
+            second = asyncio.ensure_future(coalescer.infer("classifier", tensors_of(x), "", 8))
+            await asyncio.sleep(0)  # the first leads a group and yields one turn; the second joins it
+            first.cancel()
+            return await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 10)
+        finally:
+            await http.close()
+
+    first, second = asyncio.run(run())
+    assert isinstance(first, asyncio.CancelledError)
+    assert isinstance(second, InferenceServerException) and "cancelled" in str(second), second
+
+
 def test_through_the_gateway_each_client_gets_and_logs_its_own_rows(stage, gateway_factory, tmp_path):
     import pyarrow.parquet as pq
     import tritonclient.http as httpclient

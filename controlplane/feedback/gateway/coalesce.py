@@ -58,30 +58,34 @@ class Coalescer:
             return await future
         group = self._open[key] = _Group(rows)  # a full group goes on its way; the next ones start another
         try:
-            await asyncio.sleep(0)  # one turn of the loop: the requests ready in it join
-        finally:
-            if self._open.get(key) is group:
-                del self._open[key]
-        self.sent += 1
-        counts[1] += 1
-        if not group.members:
-            return await self.send(model, tensors, version)
-        try:
+            try:
+                await asyncio.sleep(0)  # one turn of the loop: the requests ready in it join
+            finally:
+                if self._open.get(key) is group:
+                    del self._open[key]
+            self.sent += 1
+            counts[1] += 1
+            if not group.members:
+                return await self.send(model, tensors, version)
             answered, outputs = await self.send(model, _joined(tensors, group), version)
             parts = _split(outputs, [rows, *(r for _, r, _ in group.members)])
-        except asyncio.CancelledError:
-            for *_, future in group.members:
-                future.cancel()
+        except asyncio.CancelledError:  # the first request's task was cancelled (the gateway stopping): answer the others
+            _fail(group, InferenceServerException(f"model {model!r}: the request this one was sent with was cancelled",
+                                                  status="UNAVAILABLE"))
             raise
         except BaseException as exc:
-            for *_, future in group.members:
-                if not future.done():
-                    future.set_exception(exc)
+            _fail(group, exc)
             raise
         for (*_, future), own in zip(group.members, parts[1:]):
             if not future.done():
                 future.set_result((answered, own))
         return answered, parts[0]
+
+
+def _fail(group: _Group, exc: BaseException) -> None:
+    for *_, future in group.members:
+        if not future.done():
+            future.set_exception(exc)
 
 
 def _joined(first: tuple[Tensor, ...], group: _Group) -> tuple[Tensor, ...]:
