@@ -32,6 +32,7 @@ def serve(
     max_in_flight: Annotated[int, typer.Option(
         help="Per model and worker: requests beyond this many in flight to Triton are answered 429 at once (0: no limit).")] = 0,
     coalesce: Annotated[bool, typer.Option(
+        envvar="MLCTL_GATEWAY_COALESCE",
         help="Send requests for one model that are ready together as one Triton request (models with dynamic batching "
              "only; nothing waits): less CPU per request for Triton and the gateway. Triton then counts a group as one "
              "request.")] = False,

@@ -103,12 +103,14 @@ def test_when_the_first_request_of_a_group_is_cancelled_the_others_get_an_error_
     assert isinstance(second, InferenceServerException) and "cancelled" in str(second), second
 
 
-def test_through_the_gateway_each_client_gets_and_logs_its_own_rows(stage, gateway_factory, tmp_path):
+@pytest.mark.parametrize("upstream", ["http", "grpc"])
+def test_through_the_gateway_each_client_gets_and_logs_its_own_rows(stage, gateway_factory, tmp_path, upstream):
     import pyarrow.parquet as pq
     import tritonclient.http as httpclient
     import tritonclient.http.aio as aioclient
 
-    gateway = gateway_factory(log=tmp_path / "log", options=("--triton-http-url", stage["triton"].http_url, "--coalesce"))
+    over = ("--triton-http-url", stage["triton"].http_url) if upstream == "http" else ()  # else Triton's gRPC
+    gateway = gateway_factory(log=tmp_path / "log", options=(*over, "--coalesce"))
     batches = [pixels(1 + i % 3, 100 + i) for i in range(24)]
     direct = httpclient.InferenceServerClient(stage["triton"].http_url)
 
