@@ -65,12 +65,14 @@ class S3Store(Store):
 
     @contextmanager
     def _errors(self, action: str, key: str = ""):
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import (
             BotoCoreError,
             ClientError,
             EndpointConnectionError,
             NoCredentialsError,
         )
+        from s3transfer.exceptions import RetriesExceededError, S3UploadFailedError
 
         where = f"{self.uri}/{key}".rstrip("/")
         try:
@@ -96,6 +98,10 @@ class S3Store(Store):
             raise UnavailableError(f"S3 endpoint for {where} is not reachable: {exc}") from exc
         except BotoCoreError as exc:
             raise UnavailableError(f"S3 {action} of {where} failed: {exc}") from exc
+        except (Boto3Error, RetriesExceededError, S3UploadFailedError) as exc:  # boto3's transfers wrap what went wrong in their own errors
+            raise MlctlError(f"S3 {action} of {where} failed: {exc}") from exc
+        except KeyError as exc:  # an answer cut short: the endpoint died while answering (s3transfer reads ['UploadId'])
+            raise UnavailableError(f"S3 {action} of {where} failed: the endpoint's answer had no {exc}; is it still up?") from exc
 
     def exists(self) -> bool:
         try:

@@ -34,6 +34,18 @@ def counts(stage, model: str = "classifier") -> tuple[int, int]:
     return sum(s["inference_stats"]["success"]["count"] for s in stats), sum(s["inference_count"] for s in stats)
 
 
+def with_coalescer(stage, body):
+    """`body(http, coalescer)` on a new event loop, with Triton's HTTP pool and a coalescer over it."""
+    async def run():
+        http = TritonHTTP(stage["triton"].http_url)
+        try:
+            return await body(http, Coalescer(http.infer))
+        finally:
+            await http.close()
+
+    return asyncio.run(run())
+
+
 def scores(outputs: list[Tensor]) -> np.ndarray:
     (tensor,) = outputs
     return tensor.array()
@@ -43,18 +55,13 @@ def test_requests_ready_together_go_as_one_and_each_gets_its_own_rows(stage):
     sizes = [1, 2, 3, 1, 2, 3]  # 7 rows, then 9 would pass the limit of 8: a second group of 2 + 3
     batches = [pixels(n, seed) for seed, n in enumerate(sizes)]
 
-    async def run():
-        http = TritonHTTP(stage["triton"].http_url)
-        try:
-            alone = [await http.infer("classifier", tensors_of(x)) for x in batches]
-            before = counts(stage)
-            coalescer = Coalescer(http.infer)
-            together = await asyncio.gather(*(coalescer.infer("classifier", tensors_of(x), "", 8) for x in batches))
-            return alone, before, counts(stage), together, coalescer
-        finally:
-            await http.close()
+    async def run(http, coalescer):
+        alone = [await http.infer("classifier", tensors_of(x)) for x in batches]
+        before = counts(stage)
+        together = await asyncio.gather(*(coalescer.infer("classifier", tensors_of(x), "", 8) for x in batches))
+        return alone, before, counts(stage), together, coalescer
 
-    alone, before, after, together, coalescer = asyncio.run(run())
+    alone, before, after, together, coalescer = with_coalescer(stage, run)
     assert (coalescer.requests, coalescer.sent) == (6, 2)
     assert (after[0] - before[0], after[1] - before[1]) == (2, sum(sizes))  # two Triton requests, every row once
     for x, (version, outputs), (_, own) in zip(batches, together, alone):
@@ -65,18 +72,13 @@ def test_requests_ready_together_go_as_one_and_each_gets_its_own_rows(stage):
 def test_a_lone_request_goes_as_it_came_and_a_group_fails_as_a_whole(stage):
     x = pixels(2, 7)
 
-    async def run():
-        http = TritonHTTP(stage["triton"].http_url)
-        coalescer = Coalescer(http.infer)
-        try:
-            lone = await coalescer.infer("classifier", tensors_of(x), "", 8)
-            failed = await asyncio.gather(*(coalescer.infer("absent", tensors_of(x), "", 8) for _ in range(3)),
-                                          return_exceptions=True)
-            return lone, failed, coalescer, await http.infer("classifier", tensors_of(x))
-        finally:
-            await http.close()
+    async def run(http, coalescer):
+        lone = await coalescer.infer("classifier", tensors_of(x), "", 8)
+        failed = await asyncio.gather(*(coalescer.infer("absent", tensors_of(x), "", 8) for _ in range(3)),
+                                      return_exceptions=True)
+        return lone, failed, coalescer, await http.infer("classifier", tensors_of(x))
 
-    (version, outputs), failed, coalescer, direct = asyncio.run(run())
+    (version, outputs), failed, coalescer, direct = with_coalescer(stage, run)
     assert version == "1"
     np.testing.assert_allclose(scores(outputs), scores(direct[1]), rtol=1e-5, atol=1e-7)
     assert (coalescer.requests, coalescer.sent) == (4, 2)
@@ -86,19 +88,14 @@ def test_a_lone_request_goes_as_it_came_and_a_group_fails_as_a_whole(stage):
 def test_when_the_first_request_of_a_group_is_cancelled_the_others_get_an_error_not_a_hang(stage):
     x = pixels(1, 8)
 
-    async def run():
-        http = TritonHTTP(stage["triton"].http_url)
-        coalescer = Coalescer(http.infer)
-        try:
-            first = asyncio.ensure_future(coalescer.infer("classifier", tensors_of(x), "", 8))
-            second = asyncio.ensure_future(coalescer.infer("classifier", tensors_of(x), "", 8))
-            await asyncio.sleep(0)  # the first leads a group and yields one turn; the second joins it
-            first.cancel()
-            return await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 10)
-        finally:
-            await http.close()
+    async def run(_http, coalescer):
+        first = asyncio.ensure_future(coalescer.infer("classifier", tensors_of(x), "", 8))
+        second = asyncio.ensure_future(coalescer.infer("classifier", tensors_of(x), "", 8))
+        await asyncio.sleep(0)  # the first leads a group and yields one turn; the second joins it
+        first.cancel()
+        return await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 10)
 
-    first, second = asyncio.run(run())
+    first, second = with_coalescer(stage, run)
     assert isinstance(first, asyncio.CancelledError)
     assert isinstance(second, InferenceServerException) and "cancelled" in str(second), second
 

@@ -150,3 +150,22 @@ def test_the_canary_suffix_is_reserved_and_only_a_marked_companion_is_no_model(r
     assert repo.model_names() == ["m", "m.canary"] and not repo.is_canary_companion("m.canary")
     (root / "m.canary" / CANARY_MARK).write_text("{}")  # what 'mlctl canary start' marks its companion with
     assert repo.model_names() == ["m"] and repo.is_canary_companion("m.canary") and not repo.is_canary_companion("m")
+
+
+@pytest.mark.parametrize("fault", ["answer cut short", "transfer failed"])
+def test_an_s3_transfer_that_breaks_off_is_a_clear_error_naming_where(fault):
+    """An endpoint dying mid-answer can leave s3transfer without a field it reads (KeyError 'UploadId', seen once in
+    the S3-killed drill of tests/release/test_faults.py) or boto3 wrapping the failure in its own error: both come
+    out as mlctl errors naming the action and the key, never as a bare KeyError."""
+    from boto3.exceptions import S3UploadFailedError
+
+    from controlplane.errors import MlctlError, UnavailableError
+    from controlplane.store.s3 import S3Store
+
+    raised, expected = ((KeyError("UploadId"), UnavailableError) if fault == "answer cut short"
+                        else (S3UploadFailedError("Failed to upload x: connection reset"), MlctlError))
+    store = S3Store("s3://models/faults")
+    with pytest.raises(expected, match=r"upload of s3://models/faults/\.mlctl/staging/mlp/2") as caught, \
+            store._errors("upload", ".mlctl/staging/mlp/2"):
+        raise raised
+    assert caught.value.__cause__ is raised
