@@ -37,14 +37,20 @@ class Coalescer:
     def __init__(self, send: Send) -> None:
         self.send = send  # one Triton request: (model, tensors, version) -> (version that answered, outputs)
         self._open: dict[tuple, _Group] = {}  # groups still taking requests, by model, version and layout
-        self.requests = self.sent = 0  # requests taken, Triton requests made for them
         self.by_model: dict[str, list[int]] = {}  # model -> [requests taken, Triton requests made], for /metrics
+
+    @property
+    def requests(self) -> int:
+        return sum(taken for taken, _ in self.by_model.values())
+
+    @property
+    def sent(self) -> int:
+        return sum(sent for _, sent in self.by_model.values())
 
     async def infer(self, model: str, tensors: tuple[Tensor, ...], version: str, limit: int) -> tuple[str, list[Tensor]]:
         """(the version that answered, its outputs) for `tensors`, batched inputs of the same number of rows, sent
         with whatever else is ready for the same model, version and layout, up to `limit` rows together."""
         rows = tensors[0].shape[0]
-        self.requests += 1
         counts = self.by_model.get(model)
         if counts is None:
             counts = self.by_model[model] = [0, 0]
@@ -63,7 +69,6 @@ class Coalescer:
             finally:
                 if self._open.get(key) is group:
                     del self._open[key]
-            self.sent += 1
             counts[1] += 1
             if not group.members:
                 return await self.send(model, tensors, version)
