@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -208,6 +209,7 @@ def main() -> int:
         for proc, _ in started.values():
             stop(proc, timeout_s=30)
         servers.stop("gw", grace_s=10)
+        shutil.rmtree(work, ignore_errors=True)  # the scratch repository, exports and logs
     write_json(args.out, "gateway.json", results)
     return 0
 
