@@ -159,9 +159,9 @@ def sweep(args, triton, gateways: dict[bool, tuple[int, str]]) -> list[dict]:
         for key in args.paths.split(","):
             kind, coalesced = key.removesuffix(COALESCED), key.endswith(COALESCED)
             pid, url = gateways[coalesced]
-            name, make = {"binary": ("gateway v2 binary", lambda: v2_caller(url, True)),
-                          "json": ("gateway v2 JSON", lambda: v2_caller(url, False)),
-                          "v1": ("gateway v1 JSON", lambda: v1_caller(url))}[kind]
+            name, make = {"binary": ("gateway v2 binary", lambda u=url: v2_caller(u, True)),
+                          "json": ("gateway v2 JSON", lambda u=url: v2_caller(u, False)),
+                          "v1": ("gateway v1 JSON", lambda u=url: v1_caller(u))}[kind]
             row = {"path": name + (", coalesced" if coalesced else ""), "concurrency": c, "workers": args.workers,
                    "upstream": args.upstream, **asyncio.run(measure(make, c, args.seconds, {"gateway": pid, "triton": triton.pid}))}
             compare(row, bases[kind == "binary"], grpc)
