@@ -85,19 +85,26 @@ def test_a_lone_request_goes_as_it_came_and_a_group_fails_as_a_whole(stage):
     assert all(isinstance(f, InferenceServerException) and "absent" in str(f) for f in failed), failed
 
 
-def test_when_the_first_request_of_a_group_is_cancelled_the_others_get_an_error_not_a_hang(stage):
-    x = pixels(1, 8)
+@pytest.mark.parametrize("turns", [1, 2], ids=["before-it-is-sent", "while-it-is-on-its-way"])
+def test_when_the_first_request_of_a_group_is_cancelled_the_others_still_get_their_answers(stage, turns):
+    x, y = pixels(1, 8), pixels(2, 9)
 
-    async def run(_http, coalescer):
+    async def run(http, coalescer):
         first = asyncio.ensure_future(coalescer.infer("classifier", tensors_of(x), "", 8))
-        second = asyncio.ensure_future(coalescer.infer("classifier", tensors_of(x), "", 8))
-        await asyncio.sleep(0)  # the first leads a group and yields one turn; the second joins it
+        second = asyncio.ensure_future(coalescer.infer("classifier", tensors_of(y), "", 8))
+        for _ in range(turns):  # turn 1: the first leads a group and yields, the second joins; turn 2: it is sent
+            await asyncio.sleep(0)
+        assert len(coalescer._sending) == turns - 1  # the group's request: not yet made / on its way
         first.cancel()
-        return await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 10)
+        done = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 10)
+        return done, await http.infer("classifier", tensors_of(y)), coalescer
 
-    first, second = with_coalescer(stage, run)
+    (first, second), direct, coalescer = with_coalescer(stage, run)
     assert isinstance(first, asyncio.CancelledError)
-    assert isinstance(second, InferenceServerException) and "cancelled" in str(second), second
+    version, outputs = second
+    assert version == "1" and outputs[0].shape == (2, 10)
+    np.testing.assert_allclose(scores(outputs), scores(direct[1]), rtol=1e-5, atol=1e-7)
+    assert (coalescer.requests, coalescer.sent) == (2, 1)
 
 
 @pytest.mark.parametrize("upstream", ["http", "grpc"])

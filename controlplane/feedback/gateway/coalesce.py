@@ -10,7 +10,9 @@ so a lone request goes as it came, one loop turn later.
 
 Each client's answer is the one it would have had alone (its rows of each output). Triton's own figures change:
 a group counts as one request in its request counts (`nv_inference_request_success`) while its inference count
-(rows) stays; and a group fails as a whole, as a batch Triton formed would.
+(rows) stays; and a group fails as a whole, as a batch Triton formed would. A request cancelled while its
+group is on its way (the gateway stopping) loses only its own answer: the group's request runs as a task of its
+own and answers the others.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Coalescer:
         self.send = send  # one Triton request: (model, tensors, version) -> (version that answered, outputs)
         self._open: dict[tuple, _Group] = {}  # groups still taking requests, by model, version and layout
         self.by_model: dict[str, list[int]] = {}  # model -> [requests taken, Triton requests made], for /metrics
+        self._sending: set[asyncio.Task] = set()  # groups on their way (a task needs a reference to finish)
 
     @property
     def requests(self) -> int:
@@ -64,39 +67,58 @@ class Coalescer:
             return await future
         group = self._open[key] = _Group(rows)  # a full group goes on its way; the next ones start another
         try:
-            try:
-                await asyncio.sleep(0)  # one turn of the loop: the requests ready in it join
-            finally:
-                if self._open.get(key) is group:
-                    del self._open[key]
-            counts[1] += 1
-            if not group.members:
-                return await self.send(model, tensors, version)
-            answered, outputs = await self.send(model, _joined(tensors, group), version)
-            parts = _split(outputs, [rows, *(r for _, r, _ in group.members)])
-        except asyncio.CancelledError:  # the first request's task was cancelled (the gateway stopping): answer the others
-            _fail(group, InferenceServerException(f"model {model!r}: the request this one was sent with was cancelled",
-                                                  status="UNAVAILABLE"))
+            await asyncio.sleep(0)  # one turn of the loop: the requests ready in it join
+        except asyncio.CancelledError:
+            if group.members:  # the others still go, without this request's rows
+                counts[1] += 1
+                self._launch(model, version, group, None)
             raise
+        finally:
+            if self._open.get(key) is group:
+                del self._open[key]
+        counts[1] += 1
+        if not group.members:
+            return await self.send(model, tensors, version)
+        # the group's request runs as its own task: a cancelled first request loses only its own answer
+        return await asyncio.shield(self._launch(model, version, group, (tensors, rows)))
+
+    def _launch(self, model: str, version: str, group: _Group, first: tuple[tuple[Tensor, ...], int] | None) -> asyncio.Task:
+        task = asyncio.ensure_future(self._send_group(model, version, group, first))
+        self._sending.add(task)
+        task.add_done_callback(_forget(self._sending))
+        return task
+
+    async def _send_group(self, model: str, version: str, group: _Group,
+                          first: tuple[tuple[Tensor, ...], int] | None) -> tuple[str, list[Tensor]] | None:
+        """Send the group, answer its members; the first request's own part (None without it)."""
+        requests = ([first] if first else []) + [(tensors, rows) for tensors, rows, _ in group.members]
+        try:
+            answered, outputs = await self.send(model, _joined(requests), version)
+            parts = _split(outputs, [rows for _, rows in requests])
         except BaseException as exc:
-            _fail(group, exc)
+            for *_, future in group.members:
+                if not future.done():
+                    future.set_exception(exc)
             raise
-        for (*_, future), own in zip(group.members, parts[1:]):
+        own = parts.pop(0) if first else None
+        for (*_, future), part in zip(group.members, parts):
             if not future.done():
-                future.set_result((answered, own))
-        return answered, parts[0]
+                future.set_result((answered, part))
+        return None if own is None else (answered, own)
 
 
-def _fail(group: _Group, exc: BaseException) -> None:
-    for *_, future in group.members:
-        if not future.done():
-            future.set_exception(exc)
+def _forget(tasks: set):
+    def done(task: asyncio.Task) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: its members (and the first request, if still waiting) got it already
+    return done
 
 
-def _joined(first: tuple[Tensor, ...], group: _Group) -> tuple[Tensor, ...]:
-    """The group's inputs, row after row: each input's bytes joined in the order of the requests (pure)."""
-    rows = [first, *(tensors for tensors, _, _ in group.members)]
-    return tuple(Tensor(t.name, t.datatype, (group.rows, *t.shape[1:]), b"".join(request[i].data for request in rows))
+def _joined(requests: list[tuple[tuple[Tensor, ...], int]]) -> tuple[Tensor, ...]:
+    """The requests' inputs as one, row after row: each input's bytes joined in the order of the requests (pure)."""
+    total, first = sum(rows for _, rows in requests), requests[0][0]
+    return tuple(Tensor(t.name, t.datatype, (total, *t.shape[1:]), b"".join(tensors[i].data for tensors, _ in requests))
                  for i, t in enumerate(first))
 
 
@@ -105,6 +127,9 @@ def _split(outputs: list[Tensor], counts: list[int]) -> list[list[Tensor]]:
     total = sum(counts)
     parts: list[list[Tensor]] = [[] for _ in counts]
     for tensor in outputs:
+        if tensor.datatype == "BYTES":  # variable-length elements: rows cannot be cut by byte counts
+            raise InferenceServerException(f"output {tensor.name!r} is BYTES; such a model cannot be sent requests together",
+                                           status="500")
         if not tensor.shape or tensor.shape[0] != total or len(tensor.data) % total:
             raise InferenceServerException(f"output {tensor.name!r} of shape {list(tensor.shape)} does not hold one row per "
                                            f"input row ({total} rows were sent together)", status="500")

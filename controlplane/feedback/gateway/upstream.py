@@ -134,7 +134,7 @@ class Upstream:
         """How many rows one grouped request to `model` may hold (0: none grouped): its config, as cached."""
         try:
             return (await self.model(model)).group_rows
-        except HTTPException:  # a canary that is gone, Triton down: the request alone tells the client why
+        except (HTTPException, MlctlError):  # a canary gone, Triton down, a config the gateway cannot read: sent alone
             return 0
 
     async def _send(self, model: str, tensors: tuple[Tensor, ...], version: str = "",
