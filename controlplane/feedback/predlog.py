@@ -142,6 +142,9 @@ class PredictionLog:
         self.feedback = SegmentWriter(store, "feedback", FEEDBACK_SCHEMA, flush_rows, flush_seconds)
 
     def predictions(self, model: str) -> SegmentWriter:
+        writer = self._predictions.get(model)  # every request asks: no lock once the model's writer exists
+        if writer is not None:
+            return writer
         with self._lock:
             if model not in self._predictions:
                 self._predictions[model] = SegmentWriter(self.store, "predictions", PREDICTION_SCHEMA, self.flush_rows,
