@@ -17,6 +17,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 bash scripts/setup.sh
 bash scripts/kubectl.sh
+# The lint the PR workflow runs (pyflakes and syntax errors), so a clean run here is a clean run there.
+.venv/bin/ruff check --quiet --select F,E9 --line-length 200 controlplane scripts tests
 # Two workers, each taking whole test files (a module's servers stay with its tests): most tests wait on servers,
 # so two files at a time fit the 2 cores. MLCTL_TEST_WORKERS=0 runs everything in this one process.
 exec .venv/bin/python -m pytest -n "${MLCTL_TEST_WORKERS:-2}" --dist loadfile --durations=15 "$@"
