@@ -170,9 +170,9 @@ def sweep(args, triton, gateways: dict[bool, tuple[int, str]]) -> list[dict]:
     return results
 
 
-def start_demo_triton(prefix: str, name: str):
-    """(scratch folder, LocalServers, the running server): the digits demo published in a scratch repository and
-    served by a local Triton named `name`; stop it with servers.stop(name)."""
+def start_demo_triton(prefix: str, name: str, hidden: int = 64, depth: int = 1):
+    """(scratch folder, LocalServers, the running server): the digits demo (`depth` hidden layers of `hidden`)
+    published in a scratch repository and served by a local Triton named `name`; stop it with servers.stop(name)."""
     from controlplane.demo import digits as demo
     from controlplane.model.config import ServingOptions
     from controlplane.store import open_store
@@ -182,7 +182,8 @@ def start_demo_triton(prefix: str, name: str):
     work = Path(tempfile.mkdtemp(prefix=prefix))
     (work / "repo").mkdir()
     repo = Repository(open_store(str(work / "repo")))
-    demo.publish_demo_versions(repo, "digits", (0,), work / "exports", ServingOptions(max_queue_delay_us=500))
+    demo.publish_demo_versions(repo, "digits", (0,), work / "exports", ServingOptions(max_queue_delay_us=500),
+                               hidden=hidden, depth=depth)
     servers = LocalServers(work / "home")
     return work, servers, servers.start(triton_options(repo.uri, name))
 

@@ -13,7 +13,11 @@ The load is the v2 binary client of scripts/bench/gateway.py (one row per reques
 turns, their order reversed every round. Per path: req/s, the relay's CPU per request (its process tree, from
 /proc), Triton's in the same load, and the share of the one in the other (median and range over the rounds).
 
-Usage: .venv/bin/python scripts/bench/gateway_relay.py [--rounds 3] [--seconds 4] [--concurrency 16] [--coalesce] [--out bench-out]
+A heavier model (`--hidden 1024 --depth 4`: the same digits classifier, wider and deeper) costs Triton more per
+request and the relays the same: the share is a property of the model as much as of the relay.
+
+Usage: .venv/bin/python scripts/bench/gateway_relay.py [--rounds 3] [--seconds 4] [--concurrency 16] [--coalesce]
+                                                       [--hidden 64] [--depth 1] [--out bench-out]
 """
 
 from __future__ import annotations
@@ -139,13 +143,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--coalesce", action="store_true", help="start the gateway with --coalesce")
+    parser.add_argument("--hidden", type=int, default=64, help="the demo classifier's hidden width")
+    parser.add_argument("--depth", type=int, default=1, help="the demo classifier's hidden layers")
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--serve-relay", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_relay:
         serve_relay(int(args.serve_relay[0]), args.serve_relay[1])
         return 0
-    work, servers, triton = start_demo_triton("mlctl-gw-relay-", "relay")
+    work, servers, triton = start_demo_triton("mlctl-gw-relay-", "relay", args.hidden, args.depth)
     relays: dict = {}
     try:
         relays = start_relays(work, triton, args.coalesce)
@@ -173,7 +179,8 @@ def main() -> int:
             line += (f", relay {s['relay_cpu_ms_per_request']:.3f} ms/req ({s['relay_cpu_ms_per_request_range'][0]:.3f}-"
                      f"{s['relay_cpu_ms_per_request_range'][1]:.3f}) = {s['relay_share_of_triton']:.0%} of Triton's ({low:.0%}-{high:.0%})")
         print(line)
-    write_json(args.out, "gateway_relay.json", {"concurrency": args.concurrency, "seconds": args.seconds, "rows": rows, "summary": summaries})
+    write_json(args.out, "gateway_relay.json", {"concurrency": args.concurrency, "seconds": args.seconds, "hidden": args.hidden,
+                                                "depth": args.depth, "rows": rows, "summary": summaries})
     return 0
 
 
