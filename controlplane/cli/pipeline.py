@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +28,7 @@ def publish(
     metadata: Annotated[list[str] | None, typer.Option("--metadata", "-m", help="key=value to record in the manifest.")] = None,
     reference: Annotated[Path | None, typer.Option("--reference", help="Reference sample .npz of the pipeline's raw inputs: "
                                                       "features, predicted (its answers), labels optional; for monitor and gate.")] = None,
+    sign_key: Annotated[Path | None, typer.Option(envvar="MLCTL_SIGNING_KEY", help="Sign the pipeline version (its manifest pins every component file) with this EC private key (PEM; password from MLCTL_SIGNING_KEY_PASSWORD).")] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Publish the next immutable version of a pipeline, checked before anything is written."""
@@ -38,11 +40,13 @@ def publish(
 
     repo = Repository(open_store(ctx.obj.repository))
     sample = ReferenceSample.read(reference) if reference else None  # checked before anything is written
-    manifest = publish_pipeline(repo, name, model, model_version, pre, post, parse_metadata(metadata or [], None), sample)
+    manifest = publish_pipeline(repo, name, model, model_version, pre, post, parse_metadata(metadata or [], None), sample,
+                                sign_key, os.environ.get("MLCTL_SIGNING_KEY_PASSWORD"))
     if json:
-        emit_json(jsonlib.loads(manifest.to_json()))
+        emit_json({**jsonlib.loads(manifest.to_json()), **({"signed": True} if sign_key else {})})
     else:
-        emit(f"published pipeline {name} version {manifest.version} ({model} v{model_version}) to {ctx.obj.repository}; "
+        signed = f", signed with {sign_key}" if sign_key else ""
+        emit(f"published pipeline {name} version {manifest.version} ({model} v{model_version}) to {ctx.obj.repository}{signed}; "
              f"next: mlctl pipeline switch {name} {manifest.version} --replica HOST:GRPC_PORT")
 
 

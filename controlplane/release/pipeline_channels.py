@@ -22,6 +22,7 @@ from controlplane.release.pipeline import (
     config_key,
     switch_pipeline,
 )
+from controlplane.security.enforce import check_version as check_signature
 from controlplane.store.channels import ModelState, Operation
 from controlplane.triton.replicas import open_replicas
 
@@ -34,6 +35,7 @@ def switch_channel(lc: Lifecycle, name: str, channel: str, version: int, action:
     from controlplane.release.lifecycle import SwitchReport
 
     check_pipeline_version(lc.repo, name, version)  # every component file against the manifest, before anything
+    check_signature(lc.repo, name, version, channel, action)  # the channel's signature policy, as a model's: exit 6
     state, token = lc.channels.load(name)
     current = state.channels.get(channel)
     if current == version and state.pending is None:

@@ -1,6 +1,10 @@
 """The signature policy applied to a version: before a promote, a rollback, a canary start and a replica's start
 on a channel, and when a version is (re-)signed.
 
+A pipeline is signed as a unit: its version folder (the ensemble config and the manifest that pins the sha256 of
+every component's files). Its signature holds only while each component's files still match that manifest, so
+both are checked together.
+
 A refusal records a security event, changes nothing else, and raises SignatureError (exit 6) naming the model,
 the version, the channel and the check that failed.
 """
@@ -14,6 +18,7 @@ from controlplane.errors import CheckFailedError, MlctlError, SignatureError
 from controlplane.security import events
 from controlplane.security.policy import PolicyStore
 from controlplane.security.signing import SIGNATURE, Verdict, sign_folder, verify_folder
+from controlplane.store.pipelines import component_problems
 from controlplane.store.repository import Repository
 
 EVENT_KIND = {"unsigned": events.SIGNATURE_REFUSED, "untrusted_key": events.SIGNATURE_REFUSED,
@@ -34,8 +39,9 @@ def is_signed(repo: Repository, model: str, version: int) -> bool:
 
 
 def check_version(repo: Repository, model: str, version: int, channel: str, action: str) -> Verdict | None:
-    """Apply `channel`'s policy to the version; None when the policy asks for no check. A channel that trusts keys
-    but does not require a signature still refuses a signed version whose signature fails."""
+    """Apply `channel`'s policy to the version (a pipeline's with its components); None when the policy asks for no
+    check. A channel that trusts keys but does not require a signature still refuses a signed version whose
+    signature fails."""
     policy = PolicyStore(repo.store).load()[0].channel(channel)
     signed = is_signed(repo, model, version)
     if not policy.require_signature and not (signed and policy.trusted_keys):
@@ -43,7 +49,11 @@ def check_version(repo: Repository, model: str, version: int, channel: str, acti
     with tempfile.TemporaryDirectory(prefix="mlctl-verify-") as tmp:
         verdict = verify_folder(fetch_version(repo, model, version, Path(tmp)), policy.trusted())
     if verdict.ok:
-        return verdict
+        changed = component_problems(repo, repo.manifest(model, version))
+        if not changed:
+            return verdict
+        verdict = Verdict(False, "files_changed", f"a component changed after the pipeline was signed: {'; '.join(changed)}",
+                          verdict.fingerprint)
     hint = {"unsigned": f"sign it with 'mlctl sign {model} {version} --key KEY' (a key the channel trusts)",
             "untrusted_key": f"re-sign it with a trusted key, or 'mlctl policy trust {channel} KEY.pub'",
             }.get(verdict.reason, "the version was modified after signing; publish it again from a trusted source")
@@ -68,6 +78,7 @@ def sign_version(repo: Repository, model: str, version: int, key: Path, password
     when the files still match the manifest and any existing signature still holds under a key some channel trusts
     (re-signing must not launder a tampered version). Returns the new signer's fingerprint."""
     problems = repo.verify(model, version)  # NotFoundError for an unknown version
+    problems += component_problems(repo, repo.manifest(model, version))
     if problems:
         raise CheckFailedError(f"refusing to sign {model!r} version {version}: its files do not match the manifest "
                                f"({'; '.join(problems)})", hint="publish a new version instead")

@@ -35,10 +35,12 @@ ENSEMBLE_FILE = "ensemble.pbtxt"
 
 
 def publish_pipeline(repo: Repository, name: str, model: str, model_version: int, pre: Path | None, post: Path | None,
-                     metadata: dict | None = None, reference=None) -> Manifest:
+                     metadata: dict | None = None, reference=None, sign_key: Path | None = None,
+                     sign_password: str | None = None) -> Manifest:
     """Add the next version of pipeline `name`: pre -> `model` at `model_version` -> post. A `reference` (a checked
     quality.reference.ReferenceSample of the pipeline's raw inputs and answers) is kept as a model's is: the baseline
-    for `mlctl monitor` and the gate's held-out set when it has labels."""
+    for `mlctl monitor` and the gate's held-out set when it has labels. With `sign_key` the pipeline's version
+    folder (its manifest pins every component file) is signed before it is put in place."""
     check_model_name(name)
     if pre is None and post is None:
         raise UsageError(f"pipeline {name!r} needs a --pre or a --post step (or both)")
@@ -82,6 +84,10 @@ def publish_pipeline(repo: Repository, name: str, model: str, model_version: int
             }},
         )
         (version_dir / MANIFEST).write_text(manifest.to_json())
+        if sign_key is not None:
+            from controlplane.security.signing import sign_folder
+
+            sign_folder(version_dir, sign_key, sign_password)
         _put(repo, name, version, version_dir.parent, config=ensemble)
     return manifest
 
@@ -136,7 +142,14 @@ def _hashes(version_dir: Path) -> dict[str, dict]:
 def verify_pipeline(repo: Repository, name: str, version: int) -> list[str]:
     """Problems found comparing every component's files (and the ensemble's) with the pipeline's manifest."""
     manifest = repo.manifest(name, version)
-    problems = [f"{name}: {p}" for p in repo.verify(name, version)]
+    return [f"{name}: {p}" for p in repo.verify(name, version)] + component_problems(repo, manifest)
+
+
+def component_problems(repo: Repository, manifest: Manifest) -> list[str]:
+    """Problems found comparing every component's files with a pipeline's manifest ([] for a model's manifest)."""
+    problems: list[str] = []
+    if manifest.format != "ensemble":
+        return problems
     for comp in manifest.metadata.get("pipeline", {}).get("components", {}).values():
         prefix = f"{comp['model']}/{comp['version']}"
         present = set(repo.store.list_files(prefix))

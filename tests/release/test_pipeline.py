@@ -323,6 +323,81 @@ def test_cli_promotes_a_pipeline_on_a_channel_and_refuses_a_tampered_version(pip
     assert [(e["action"], e["to_version"]) for e in json.loads(history.stdout)["history"]] == [("promote", 2)]
 
 
+def test_a_channel_that_requires_signatures_holds_a_pipeline_to_them_as_a_unit(pipeline_repo, tmp_path):
+    """The pipeline's version folder is what is signed (its manifest pins every component file): unsigned it is refused
+    on such a channel, signed it is promoted; a component changed afterwards, even with the pipeline's manifest
+    rewritten to match, is refused, at a promote, a replica's start and a re-sign."""
+    import shutil
+
+    from support import run_mlctl
+
+    from controlplane.errors import SignatureError
+    from controlplane.model.manifest import MANIFEST, sha256_bytes
+    from controlplane.security import events
+    from controlplane.security.enforce import check_version, sign_version
+    from controlplane.security.signing import SIGNATURE, generate_keys
+    from controlplane.store.channel_store import ChannelStore
+
+    repo, _modules, work = pipeline_repo
+    root = tmp_path / "repo"
+    shutil.copytree(repo.store.root, root)
+    team = generate_keys(tmp_path / "keys", "team")
+
+    def mlctl(*args: str):
+        return run_mlctl("-r", str(root), *args)
+
+    assert mlctl("policy", "trust", "staging", str(team.public_path)).returncode == 0
+    assert mlctl("policy", "require", "staging").returncode == 0
+    channels = ChannelStore(open_store(str(root)))
+    assert "staging" not in channels.load("pipe")[0].channels  # (other tests of this module use other channels)
+    unsigned = mlctl("promote", "pipe", "2", "--to", "staging", "--create-channel")
+    assert unsigned.returncode == 6, unsigned.stderr
+    assert "'pipe' version 2 on channel 'staging'" in unsigned.stderr and "mlctl sign pipe 2" in unsigned.stderr
+    assert "staging" not in channels.load("pipe")[0].channels and not (root / "pipe" / "configs" / "staging.pbtxt").exists()
+
+    assert mlctl("sign", "pipe", "2", "--key", str(team.private_path)).returncode == 0
+    assert (root / "pipe" / "2" / SIGNATURE).is_file()
+    promoted = mlctl("promote", "pipe", "2", "--to", "staging", "--create-channel", "--json")
+    assert promoted.returncode == 0, promoted.stderr
+    assert json.loads(promoted.stdout)["to_version"] == 2
+
+    # the attack a manifest alone misses: a step changed, and the pipeline's manifest recomputed to match it
+    copy = Repository(open_store(str(root)))
+    step = root / "pipe.post" / "2" / "step.py"
+    step.write_text(step.read_text() + "\n# changed after signing\n")
+    manifest = copy.manifest("pipe", 2)
+    components = manifest.metadata["pipeline"]["components"]
+    components["post"]["files"]["step.py"] = {"sha256": sha256_bytes(step.read_bytes()), "size": step.stat().st_size}
+    (root / "pipe" / "2" / MANIFEST).write_text(manifest.to_json())
+    assert verify_pipeline(copy, "pipe", 2) == []  # sha256 alone sees nothing wrong
+    before = events.counts(copy.store)
+    with pytest.raises(SignatureError) as refused:  # what a replica of the channel checks before it starts
+        check_version(copy, "pipe", 2, "staging", "start a replica serving")
+    assert refused.value.exit_code == 6 and refused.value.reason == "files_changed"
+    assert events.counts(copy.store)[("tampering_detected", "files_changed")] == before.get(("tampering_detected", "files_changed"), 0) + 1
+
+    # a component changed with the manifest left alone: the signature holds, the pinned hash does not
+    assert mlctl("sign", "pipe", "1", "--key", str(team.private_path)).returncode == 0
+    (root / "pipe.pre" / "1" / "step.py").write_text("# replaced\n")
+    with pytest.raises(SignatureError) as refused:
+        check_version(copy, "pipe", 1, "staging", "start a replica serving")
+    assert refused.value.reason == "files_changed" and "pipe.pre/1/step.py" in str(refused.value)
+    from controlplane.errors import CheckFailedError
+    with pytest.raises(CheckFailedError):  # re-signing does not launder it
+        sign_version(copy, "pipe", 1, team.private_path)
+    back = mlctl("rollback", "pipe", "--channel", "staging", "--to", "1")
+    assert back.returncode == 6 and "pipe.pre/1/step.py" in back.stderr
+    assert channels.load("pipe")[0].channels["staging"] == 2
+
+    # signed at publish: a new pipeline version that a requiring channel takes as it is
+    published = mlctl("pipeline", "publish", "pipe", "--model", "lin", "--model-version", "2", "--pre", str(work / "pre2.py"),
+                      "--post", str(work / "post2.py"), "--sign-key", str(team.private_path), "--json")
+    assert published.returncode == 0, published.stderr
+    version = json.loads(published.stdout)["version"]
+    assert json.loads(published.stdout)["signed"] is True and (root / "pipe" / str(version) / SIGNATURE).is_file()
+    assert check_version(copy, "pipe", version, "staging", "promote").ok
+
+
 @pytest.fixture(scope="module")
 def qa(pipeline_repo, tmp_path_factory):
     """One replica of channel `qa` serving pipeline v1, and a gateway in front of it reading the canary state."""
