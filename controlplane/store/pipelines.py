@@ -62,11 +62,8 @@ def publish_pipeline(repo: Repository, name: str, model: str, model_version: int
     version = _next_version(repo, name, [pl.MODEL, *steps])
     with tempfile.TemporaryDirectory(prefix="mlctl-pipeline-") as tmp:
         trees = _assemble(repo, Path(tmp), name, version, source, steps)
-        components = {}
-        for role, tree in trees.items():
-            comp = pl.component_name(name, role)
-            components[role] = {"model": comp, "version": version, "files": _hashes(tree / str(version))}
-            _put(repo, comp, version, tree)
+        components = {role: {"model": pl.component_name(name, role), "version": version, "files": _hashes(tree / str(version))}
+                      for role, tree in trees.items()}
         ensemble = pl.ensemble_config(name, signature, {r: (steps.get(r) or source.signature, version) for r in trees})
         version_dir = Path(tmp) / name / str(version)
         version_dir.mkdir(parents=True)
@@ -84,10 +81,12 @@ def publish_pipeline(repo: Repository, name: str, model: str, model_version: int
             }},
         )
         (version_dir / MANIFEST).write_text(manifest.to_json())
-        if sign_key is not None:
+        if sign_key is not None:  # signed before anything is written: a key that fails leaves the repository as it was
             from controlplane.security.signing import sign_folder
 
             sign_folder(version_dir, sign_key, sign_password)
+        for role, tree in trees.items():  # the components first, the ensemble (the version itself) last
+            _put(repo, components[role]["model"], version, tree)
         _put(repo, name, version, version_dir.parent, config=ensemble)
     return manifest
 

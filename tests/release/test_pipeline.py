@@ -385,11 +385,16 @@ def test_a_channel_that_requires_signatures_holds_a_pipeline_to_them_as_a_unit(p
     from controlplane.errors import CheckFailedError
     with pytest.raises(CheckFailedError):  # re-signing does not launder it
         sign_version(copy, "pipe", 1, team.private_path)
-    back = mlctl("rollback", "pipe", "--channel", "staging", "--to", "1")
+    back = mlctl("rollback", "pipe", "--channel", "staging", "--to", "1")  # (the integrity check sees it first)
     assert back.returncode == 6 and "pipe.pre/1/step.py" in back.stderr
     assert channels.load("pipe")[0].channels["staging"] == 2
 
-    # signed at publish: a new pipeline version that a requiring channel takes as it is
+    # signed at publish, before anything is written: a key that cannot sign leaves no component behind
+    folders = {key: sorted(p.name for p in (root / key).iterdir()) for key in ("pipe", "pipe.pre", "pipe.model", "pipe.post")}
+    bad = mlctl("pipeline", "publish", "pipe", "--model", "lin", "--model-version", "2", "--pre", str(work / "pre2.py"),
+                "--post", str(work / "post2.py"), "--sign-key", str(team.public_path))
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr, bad.stderr
+    assert folders == {key: sorted(p.name for p in (root / key).iterdir()) for key in folders}
     published = mlctl("pipeline", "publish", "pipe", "--model", "lin", "--model-version", "2", "--pre", str(work / "pre2.py"),
                       "--post", str(work / "post2.py"), "--sign-key", str(team.private_path), "--json")
     assert published.returncode == 0, published.stderr
