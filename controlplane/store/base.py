@@ -55,6 +55,11 @@ class Store(ABC):
         """Children of `key` reserved by a put_tree that may not have finished (stores without rename)."""
         return []
 
+    def sweep_abandoned(self, key: str) -> list[str]:
+        """Remove the partial trees that put_trees under `key` cut off long ago left in place; the keys swept
+        (stores whose put_tree is all or nothing leave none)."""
+        return []
+
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove one file (absent is fine)."""

@@ -16,6 +16,7 @@ is assembled apart and moved into place in one step (Store.put_tree, create-only
 from __future__ import annotations
 
 import io
+import logging
 import re
 import shutil
 import tempfile
@@ -31,6 +32,8 @@ from controlplane.model.config import FILENAMES, ServingOptions
 from controlplane.model.manifest import MANIFEST, Manifest, sha256_bytes, sha256_file
 from controlplane.model.provenance import current_actor, git_commit, utc_now
 from controlplane.store import Store
+
+logger = logging.getLogger(__name__)
 
 CONFIG = "config.pbtxt"
 SIGNATURE = "model.sig"  # model-signing's signature over the version folder (controlplane.security.signing)
@@ -189,6 +192,9 @@ class Repository:
         signed before it is moved into place, so the version never exists unsigned."""
         check_model_name(name)
         self.require().ensure_marker()
+        for key in self.store.sweep_abandoned(name):  # an S3 publish cut off while copying into place, long ago
+            logger.warning("removed %s/%s: the files of a publish cut off while it was copying them into place (never a "
+                           "version: it has no manifest); its number stays unused", self.uri, key)
         source = bundle.file_for(model_format)
         metadata = dict(metadata or {})
         if reference is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,6 +25,8 @@ from controlplane.store.base import Store
 CLAIMS = ".mlctl/claims"
 STAGING = ".mlctl/staging"  # a tree is uploaded here first, then copied into place
 LAST = "manifest.json"  # written last: a version exists once its manifest does
+COPYING = b"copying"  # in a claim: its tree is being copied into place (see sweep_abandoned)
+ABANDONED_AFTER_S = 600.0  # a copy into place is seconds long: a claim left at "copying" this long was cut off
 
 
 class S3Store(Store):
@@ -36,6 +39,7 @@ class S3Store(Store):
         self.prefix = parsed.path.strip("/")
         self._client = client
         self.endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        self.abandoned_after_s = ABANDONED_AFTER_S
 
     @property
     def client(self):
@@ -43,7 +47,8 @@ class S3Store(Store):
             import boto3
             from botocore.config import Config
 
-            self._client = boto3.client(
+            # a session of its own: boto3's default one resolves credentials once per process and keeps them
+            self._client = boto3.session.Session().client(
                 "s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
             )
         return self._client
@@ -158,7 +163,8 @@ class S3Store(Store):
         leaves nothing under it. On failure both are removed when the endpoint still answers."""
         if self.list_dir(key):
             raise ConflictError(f"{key} already exists in repository {self.uri}")
-        self.write_if(f"{CLAIMS}/{key.strip('/')}", f"pid {os.getpid()}\n".encode(), None)  # ConflictError if taken
+        claim = f"{CLAIMS}/{key.strip('/')}"
+        token = self.write_if(claim, f"pid {os.getpid()}\n".encode(), None)  # ConflictError if taken
         files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
         files.sort(key=lambda p: p.name == LAST)
         staging = f"{STAGING}/{key.strip('/')}"
@@ -167,6 +173,9 @@ class S3Store(Store):
                 for path in files:
                     rel = path.relative_to(local_dir).as_posix()
                     self.client.upload_file(str(path), self.bucket, self._key(f"{staging}/{rel}"))
+            # the claim, rewritten as the copy into place starts, dates it: what a later publish may sweep
+            self.write_if(claim, COPYING + f" pid {os.getpid()}\n".encode(), token)
+            with self._errors("upload", key):
                 for path in files:
                     rel = path.relative_to(local_dir).as_posix()
                     source = {"Bucket": self.bucket, "Key": self._key(f"{staging}/{rel}")}
@@ -175,6 +184,31 @@ class S3Store(Store):
             self._discard(key, staging)
             raise
         self._discard(staging)
+
+    def sweep_abandoned(self, key: str) -> list[str]:
+        """Remove what publishes under `key` left when they were cut off while copying into place, with the endpoint
+        gone so they could not clean up: a claimed child whose files never got their LAST, claimed as copying at
+        least `abandoned_after_s` ago, loses those files and its staging copy. It was never a version (no manifest),
+        but a folder with a model file in it is one to a Triton loading the latest version. Its claim stays: the
+        number is never used again. Returns the keys swept."""
+        base = key.strip("/")
+        prefix = f"{self._key(f'{CLAIMS}/{base}')}/"
+        now, stale = datetime.now(UTC), []
+        with self._errors("listing", f"{CLAIMS}/{base}"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                stale += [o["Key"][len(prefix):] for o in page.get("Contents", [])
+                          if (now - o["LastModified"]).total_seconds() >= self.abandoned_after_s]
+        if not stale:
+            return []
+        complete = {rel.split("/", 1)[0] for rel in self.list_files(base) if rel.split("/", 1)[-1] == LAST}
+        swept = []
+        for child in sorted(set(stale) - complete):
+            if not self.read_bytes(f"{CLAIMS}/{base}/{child}").startswith(COPYING):
+                continue  # cut during the upload: nothing under the key, only staging files nothing reads
+            self.delete_tree(f"{base}/{child}")
+            self.delete_tree(f"{STAGING}/{base}/{child}")
+            swept.append(f"{base}/{child}")
+        return swept
 
     def _discard(self, *keys: str) -> None:
         """Remove what a publish left; the error that stopped it is the one reported (a dead endpoint

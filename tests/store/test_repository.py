@@ -169,3 +169,32 @@ def test_an_s3_transfer_that_breaks_off_is_a_clear_error_naming_where(fault):
             store._errors("upload", ".mlctl/staging/mlp/2"):
         raise raised
     assert caught.value.__cause__ is raised
+
+
+def test_a_publish_cut_off_while_copying_into_place_is_swept_by_a_later_one(s3_env, exports):
+    """S3 has no rename: a publish whose endpoint died while it copied its files into place leaves some of them under
+    <model>/<v>/ (no manifest, so no version, but a model file a Triton loading the latest version would load). A
+    later publish removes them once the claim has said "copying" for long enough, and the number stays unused; a
+    claim as fresh as a copy in progress, and one cut during the upload (nothing in place), are left alone."""
+    from support import new_s3_uri
+
+    from controlplane.store.s3 import CLAIMS, COPYING, STAGING
+
+    store = open_store(new_s3_uri())
+    repo = Repository(store)
+    repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {})
+    model_file = store.read_bytes("mlp/1/model.onnx")
+    for key in (f"{STAGING}/mlp/2/model.onnx", "mlp/2/model.onnx"):  # version 2: cut while copying into place
+        store.write_bytes(key, model_file)
+    store.write_if(f"{CLAIMS}/mlp/2", COPYING + b" pid 1\n", None)
+    store.write_bytes(f"{STAGING}/mlp/3/model.onnx", model_file)  # version 3: cut during its upload
+    store.write_if(f"{CLAIMS}/mlp/3", b"pid 1\n", None)
+
+    fresh = repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {})
+    assert fresh.version == 4 and store.list_files("mlp/2") == ["model.onnx"]  # seconds old: maybe still copying
+    store.abandoned_after_s = 0.0  # as if the claims were ten minutes old
+    later = repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {})
+    assert later.version == 5 and store.list_files("mlp/2") == [] and store.list_files(f"{STAGING}/mlp/2") == []
+    assert store.list_files(f"{STAGING}/mlp/3") == ["model.onnx"] and store.list_files("mlp/3") == []
+    assert repo.versions("mlp") == [1, 4, 5] and {"2", "3"} <= set(store.claimed("mlp"))  # the numbers stay used
+    assert all(repo.verify("mlp", v) == [] for v in (1, 4, 5))
