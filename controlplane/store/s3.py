@@ -25,7 +25,7 @@ from controlplane.store.base import Store
 CLAIMS = ".mlctl/claims"
 STAGING = ".mlctl/staging"  # a tree is uploaded here first, then copied into place
 LAST = "manifest.json"  # written last: a version exists once its manifest does
-COPYING = b"copying"  # in a claim: its tree is being copied into place (see sweep_abandoned)
+COPYING = b"copying"  # in a claim: its tree, complete once its LAST is in, is being copied into place (sweep_abandoned)
 ABANDONED_AFTER_S = 600.0  # a copy into place is seconds long: a claim left at "copying" this long was cut off
 
 
@@ -173,8 +173,9 @@ class S3Store(Store):
                 for path in files:
                     rel = path.relative_to(local_dir).as_posix()
                     self.client.upload_file(str(path), self.bucket, self._key(f"{staging}/{rel}"))
-            # the claim, rewritten as the copy into place starts, dates it: what a later publish may sweep
-            self.write_if(claim, COPYING + f" pid {os.getpid()}\n".encode(), token)
+            if files and files[-1].relative_to(local_dir).as_posix() == LAST:  # complete once LAST is in (a version, not a
+                # pipeline's component): the claim, rewritten as the copy starts, dates it for sweep_abandoned
+                self.write_if(claim, COPYING + f" pid {os.getpid()}\n".encode(), token)
             with self._errors("upload", key):
                 for path in files:
                     rel = path.relative_to(local_dir).as_posix()
