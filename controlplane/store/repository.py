@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controlplane.errors import ConflictError, NotFoundError, UsageError
+from controlplane.errors import ConflictError, MlctlError, NotFoundError, UsageError
 from controlplane.model import config as model_config
 from controlplane.model.bundle import ExportBundle
 from controlplane.model.config import FILENAMES, ServingOptions
@@ -192,9 +192,7 @@ class Repository:
         signed before it is moved into place, so the version never exists unsigned."""
         check_model_name(name)
         self.require().ensure_marker()
-        for key in self.store.sweep_abandoned(name):  # an S3 publish cut off while copying into place, long ago
-            logger.warning("removed %s/%s: the files of a publish cut off while it was copying them into place (never a "
-                           "version: it has no manifest); its number stays unused", self.uri, key)
+        self._sweep(name)
         source = bundle.file_for(model_format)
         metadata = dict(metadata or {})
         if reference is not None:
@@ -241,6 +239,18 @@ class Repository:
                 except ConflictError:
                     continue  # someone published at the same moment: take the next number
         raise ConflictError(f"could not publish {name!r}: {_PUBLISH_ATTEMPTS} concurrent publishers won the race")
+
+    def _sweep(self, name: str) -> None:
+        """Remove what S3 publishes of `name` cut off while copying into place left there an hour ago or more. The
+        publish goes on when this cannot be done (it is housekeeping): a warning says why."""
+        try:
+            swept = self.store.sweep_abandoned(name)
+        except MlctlError as exc:
+            logger.warning("left in place what earlier publishes of %r may have left half copied: %s", name, exc)
+            return
+        for key in swept:
+            logger.warning("removed %s/%s: the files of a publish cut off while it was copying them into place (never a "
+                           "version: it has no manifest); its number stays unused", self.uri, key)
 
     @staticmethod
     def _reference_warmup(config, reference) -> dict[str, bytes]:

@@ -26,7 +26,8 @@ CLAIMS = ".mlctl/claims"
 STAGING = ".mlctl/staging"  # a tree is uploaded here first, then copied into place
 LAST = "manifest.json"  # written last: a version exists once its manifest does
 COPYING = b"copying"  # in a claim: its tree, complete once its LAST is in, is being copied into place (sweep_abandoned)
-ABANDONED_AFTER_S = 600.0  # a copy into place is seconds long: a claim left at "copying" this long was cut off
+ABANDONED_AFTER_S = 3600.0  # a file's copy inside S3 takes seconds to minutes: a claim still at "copying" an hour on
+# was cut off (an hour also covers clocks up to the 15 minutes apart that S3's request signing allows)
 
 
 class S3Store(Store):
@@ -47,9 +48,13 @@ class S3Store(Store):
             import boto3
             from botocore.config import Config
 
-            # a session of its own: boto3's default one resolves credentials once per process and keeps them
-            self._client = boto3.session.Session().client(
-                "s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+            # the environment's keys read now: boto3's default session resolves credentials once per process and
+            # keeps them (a session per store would re-read them too, but costs ~0.15 s to build)
+            keys = ({"aws_access_key_id": os.environ["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": os.environ["AWS_SECRET_ACCESS_KEY"],
+                     "aws_session_token": os.environ.get("AWS_SESSION_TOKEN")}
+                    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY") else {})
+            self._client = boto3.client(
+                "s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60), **keys
             )
         return self._client
 
@@ -160,27 +165,34 @@ class S3Store(Store):
     def put_tree(self, local_dir: Path, key: str) -> None:
         """Claim `key` with a conditional create, upload under the staging prefix, then copy into place inside
         S3 (whole files, the manifest last). The long part (the upload) never touches `key`: a publish cut there
-        leaves nothing under it. On failure both are removed when the endpoint still answers."""
+        leaves nothing under it. On failure both are removed when the endpoint still answers.
+
+        A tree that is complete once its LAST is in (a version; a pipeline's component folders have none) keeps
+        its claim dated while it is copied into place: rewritten (compare-and-swap) before each file, so a copy
+        that stopped long ago is one sweep_abandoned may remove, and one that the sweep took over stops before its
+        manifest. The claim says done at the end."""
         if self.list_dir(key):
             raise ConflictError(f"{key} already exists in repository {self.uri}")
         claim = f"{CLAIMS}/{key.strip('/')}"
         token = self.write_if(claim, f"pid {os.getpid()}\n".encode(), None)  # ConflictError if taken
         files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
         files.sort(key=lambda p: p.name == LAST)
+        dated = bool(files) and files[-1].relative_to(local_dir).as_posix() == LAST
         staging = f"{STAGING}/{key.strip('/')}"
         try:
             with self._errors("upload", key):
                 for path in files:
                     rel = path.relative_to(local_dir).as_posix()
                     self.client.upload_file(str(path), self.bucket, self._key(f"{staging}/{rel}"))
-            if files and files[-1].relative_to(local_dir).as_posix() == LAST:  # complete once LAST is in (a version, not a
-                # pipeline's component): the claim, rewritten as the copy starts, dates it for sweep_abandoned
-                self.write_if(claim, COPYING + f" pid {os.getpid()}\n".encode(), token)
-            with self._errors("upload", key):
-                for path in files:
-                    rel = path.relative_to(local_dir).as_posix()
+            for path in files:
+                rel = path.relative_to(local_dir).as_posix()
+                if dated:  # ConflictError: a sweep took this copy over (it had stopped for too long): no manifest
+                    token = self.write_if(claim, COPYING + f" {rel} pid {os.getpid()}\n".encode(), token)
+                with self._errors("upload", key):
                     source = {"Bucket": self.bucket, "Key": self._key(f"{staging}/{rel}")}
                     self.client.copy(source, self.bucket, self._key(f"{key}/{rel}"))
+            if dated:
+                self.write_if(claim, f"done pid {os.getpid()}\n".encode(), token)
         except BaseException:
             self._discard(key, staging)
             raise
@@ -188,24 +200,30 @@ class S3Store(Store):
 
     def sweep_abandoned(self, key: str) -> list[str]:
         """Remove what publishes under `key` left when they were cut off while copying into place, with the endpoint
-        gone so they could not clean up: a claimed child whose files never got their LAST, claimed as copying at
-        least `abandoned_after_s` ago, loses those files and its staging copy. It was never a version (no manifest),
-        but a folder with a model file in it is one to a Triton loading the latest version. Its claim stays: the
-        number is never used again. Returns the keys swept."""
+        gone so they could not clean up: files without their LAST under a claim that has said copying for at least
+        `abandoned_after_s`. It was never a version (no manifest), but a folder with a model file in it is one to a
+        Triton loading the latest version. The claim is taken over first (compare-and-swap to "swept": a copy
+        that wakes up then stops at its next file), and stays, so the number is never used again. Returns the
+        keys swept."""
         base = key.strip("/")
         prefix = f"{self._key(f'{CLAIMS}/{base}')}/"
-        now, stale = datetime.now(UTC), []
+        now, stale = datetime.now(UTC), {}
         with self._errors("listing", f"{CLAIMS}/{base}"):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
-                stale += [o["Key"][len(prefix):] for o in page.get("Contents", [])
-                          if (now - o["LastModified"]).total_seconds() >= self.abandoned_after_s]
+                stale |= {o["Key"][len(prefix):]: o["ETag"] for o in page.get("Contents", [])
+                          if (now - o["LastModified"]).total_seconds() >= self.abandoned_after_s}
         if not stale:
             return []
         complete = {rel.split("/", 1)[0] for rel in self.list_files(base) if rel.split("/", 1)[-1] == LAST}
         swept = []
         for child in sorted(set(stale) - complete):
-            if not self.read_bytes(f"{CLAIMS}/{base}/{child}").startswith(COPYING):
-                continue  # cut during the upload: nothing under the key, only staging files nothing reads
+            claim = f"{CLAIMS}/{base}/{child}"
+            if not self.read_bytes(claim).startswith(COPYING):
+                continue  # done, swept already, or cut during its upload (nothing in place)
+            try:  # only if the claim is still the one listed as stale: a copy that moved on since is alive
+                self.write_if(claim, f"swept by pid {os.getpid()}\n".encode(), stale[child])
+            except ConflictError:
+                continue
             self.delete_tree(f"{base}/{child}")
             self.delete_tree(f"{STAGING}/{base}/{child}")
             swept.append(f"{base}/{child}")

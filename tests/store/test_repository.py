@@ -171,30 +171,78 @@ def test_an_s3_transfer_that_breaks_off_is_a_clear_error_naming_where(fault):
     assert caught.value.__cause__ is raised
 
 
-def test_a_publish_cut_off_while_copying_into_place_is_swept_by_a_later_one(s3_env, exports):
+def test_a_publish_cut_off_while_copying_into_place_is_swept_by_a_later_one(s3_env, exports, monkeypatch):
     """S3 has no rename: a publish whose endpoint died while it copied its files into place leaves some of them under
     <model>/<v>/ (no manifest, so no version, but a model file a Triton loading the latest version would load). A
     later publish removes them once the claim has said "copying" for long enough, and the number stays unused; a
-    claim as fresh as a copy in progress, and one cut during the upload (nothing in place), are left alone."""
+    fresh claim, a finished one and one cut during the upload (nothing in place) are left alone. The endpoint's
+    death mid-copy is played by the copy failing after the first file and the clean-up failing (the S3 server
+    stays up for the rest); the S3-killed drill in tests/release/test_faults.py kills it for real during the upload."""
     from support import new_s3_uri
 
-    from controlplane.store.s3 import CLAIMS, COPYING, STAGING
+    from controlplane.errors import MlctlError, UnavailableError
+    from controlplane.store.s3 import CLAIMS, STAGING
 
     store = open_store(new_s3_uri())
     repo = Repository(store)
-    repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {})
-    model_file = store.read_bytes("mlp/1/model.onnx")
-    for key in (f"{STAGING}/mlp/2/model.onnx", "mlp/2/model.onnx"):  # version 2: cut while copying into place
-        store.write_bytes(key, model_file)
-    store.write_if(f"{CLAIMS}/mlp/2", COPYING + b" pid 1\n", None)
-    store.write_bytes(f"{STAGING}/mlp/3/model.onnx", model_file)  # version 3: cut during its upload
-    store.write_if(f"{CLAIMS}/mlp/3", b"pid 1\n", None)
+    for _ in range(2):  # the first publish puts the model's folder, the next ones a version folder each
+        repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {})
+    assert store.read_bytes(f"{CLAIMS}/mlp/2").startswith(b"done")  # a whole copy marks its claim at the end
+
+    real_copy, copies = store.client.copy, []
+
+    def dying_copy(source, bucket, key, *args, **kwargs):
+        copies.append(key)
+        if len(copies) > 1:
+            raise UnavailableError("S3 endpoint gone")
+        return real_copy(source, bucket, key, *args, **kwargs)
+
+    def no_clean_up(key):
+        raise UnavailableError("S3 endpoint gone")
+
+    with monkeypatch.context() as cut:
+        cut.setattr(store.client, "copy", dying_copy)
+        cut.setattr(store, "delete_tree", no_clean_up)
+        with pytest.raises(MlctlError):
+            repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {})
+    left = store.list_files("mlp/3")
+    assert left and "manifest.json" not in left and repo.versions("mlp") == [1, 2]  # files in place, no version
+    assert store.read_bytes(f"{CLAIMS}/mlp/3").startswith(b"copying")
+    store.write_bytes(f"{STAGING}/mlp/4/model.onnx", b"x")  # version 4: cut during its upload, as claimed then
+    store.write_if(f"{CLAIMS}/mlp/4", b"pid 1\n", None)
 
     fresh = repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {})
-    assert fresh.version == 4 and store.list_files("mlp/2") == ["model.onnx"]  # seconds old: maybe still copying
-    store.abandoned_after_s = 0.0  # as if the claims were ten minutes old
+    assert fresh.version == 5 and store.list_files("mlp/3") == left  # minutes old: it could still be copying
+    store.abandoned_after_s = 0.0  # as if the claims were an hour old
     later = repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {})
-    assert later.version == 5 and store.list_files("mlp/2") == [] and store.list_files(f"{STAGING}/mlp/2") == []
-    assert store.list_files(f"{STAGING}/mlp/3") == ["model.onnx"] and store.list_files("mlp/3") == []
-    assert repo.versions("mlp") == [1, 4, 5] and {"2", "3"} <= set(store.claimed("mlp"))  # the numbers stay used
-    assert all(repo.verify("mlp", v) == [] for v in (1, 4, 5))
+    assert later.version == 6 and store.list_files("mlp/3") == [] and store.list_files(f"{STAGING}/mlp/3") == []
+    assert store.read_bytes(f"{CLAIMS}/mlp/3").startswith(b"swept")  # taken over: a copy waking up stops
+    assert store.list_files(f"{STAGING}/mlp/4") == ["model.onnx"]  # nothing of it in place: left alone
+    assert repo.versions("mlp") == [1, 2, 5, 6] and {"3", "4"} <= set(store.claimed("mlp"))  # the numbers stay used
+    assert all(repo.verify("mlp", v) == [] for v in (1, 2, 5, 6))
+    assert Repository(store).store.sweep_abandoned("mlp") == []  # swept once: not again
+
+
+def test_a_copy_that_a_sweep_took_over_stops_before_its_manifest(s3_env, exports, monkeypatch):
+    """The race the claim's compare-and-swap settles: a sweep takes over a copy that it judged abandoned (here: any
+    age counts) while that copy is in fact still going; the copy finds its claim taken before its next file and
+    stops with no manifest written, and the publish goes on under the next number. No version with missing files."""
+    from support import new_s3_uri
+
+    store = open_store(new_s3_uri())
+    repo = Repository(store)
+    for _ in range(2):
+        repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {})
+    store.abandoned_after_s = 0.0
+    real_copy, swept = store.client.copy, []
+
+    def copy_then_sweep(source, bucket, key, *args, **kwargs):
+        real_copy(source, bucket, key, *args, **kwargs)
+        if not swept and key.endswith("/3/model.onnx"):  # version 3 half copied: another publisher's sweep runs
+            swept.extend(store.sweep_abandoned("mlp"))
+
+    monkeypatch.setattr(store.client, "copy", copy_then_sweep)
+    manifest = repo.publish(exports["mlp"], "mlp", "onnx", ServingOptions(), {})
+    assert swept == ["mlp/3"] and manifest.version == 4
+    assert repo.versions("mlp") == [1, 2, 4] and store.list_files("mlp/3") == []
+    assert all(repo.verify("mlp", v) == [] for v in (1, 2, 4))
