@@ -98,11 +98,43 @@ def sign_version(repo: Repository, model: str, version: int, key: Path, password
 
 
 def check_replica(repo: Repository, models: list[str], channel: str) -> None:
-    """Before a replica of `channel` starts: every version the channel serves passes the channel's policy."""
+    """Before a replica of `channel` starts: every version it will load passes the channel's policy. That is the
+    version the channel serves of each model, and every version a pipeline's components allow in their channel
+    config (a canary's beside the stable one), checked as the pipeline version it belongs to: a step's code runs
+    as soon as Triton loads it."""
     from controlplane.store.channel_store import ChannelStore
 
     channels = ChannelStore(repo.store)
+    checked: set[tuple[str, int]] = set()
     for model in models:
         version = channels.load(model)[0].channels.get(channel)
         if version is not None:
             check_version(repo, model, version, channel, "start a replica serving")
+            checked.add((model, version))
+    for pipeline, version in sorted(_component_versions(repo, models, channel) - checked):
+        check_version(repo, pipeline, version, channel, "start a replica serving")
+
+
+def _component_versions(repo: Repository, models: list[str], channel: str) -> set[tuple[str, int]]:
+    """(pipeline, version) for each version that a pipeline component among `models` allows in its channel config."""
+    from controlplane.model import config as model_config
+    from controlplane.model import pipeline as pl
+
+    found: set[tuple[str, int]] = set()
+    for model in models:
+        pipeline, _, role = model.rpartition(".")
+        key = f"{model}/configs/{channel}.pbtxt"
+        if not pipeline or role not in (pl.PRE, pl.MODEL, pl.POST) or not repo.has_channel_config(model, channel):
+            continue
+        policy = model_config.parse_pbtxt(repo.store.read_bytes(key).decode(), f"{repo.uri}/{key}").version_policy
+        if policy.WhichOneof("policy_choice") != "specific":
+            continue
+        for version in policy.specific.versions:
+            try:
+                manifest = repo.manifest(pipeline, version)
+            except MlctlError:  # no such pipeline version: not a component of one
+                continue
+            components = manifest.metadata.get("pipeline", {}).get("components", {}).values()
+            if manifest.format == "ensemble" and any(c.get("model") == model for c in components):
+                found.add((pipeline, version))
+    return found

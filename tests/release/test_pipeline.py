@@ -19,6 +19,7 @@ from controlplane.model.config import ServingOptions, VersionPolicy
 from controlplane.model.signature import parse_tensor_spec
 from controlplane.release.pipeline import switch_pipeline
 from controlplane.store import open_store
+from controlplane.store.channel_store import ChannelStore
 from controlplane.store.pipelines import publish_pipeline, verify_pipeline
 from controlplane.store.repository import Repository
 from controlplane.triton.client import TritonClient
@@ -401,6 +402,48 @@ def test_a_channel_that_requires_signatures_holds_a_pipeline_to_them_as_a_unit(p
     version = json.loads(published.stdout)["version"]
     assert json.loads(published.stdout)["signed"] is True and (root / "pipe" / str(version) / SIGNATURE).is_file()
     assert check_version(copy, "pipe", version, "staging", "promote").ok
+
+
+def test_a_replica_start_checks_every_pipeline_version_its_components_allow(pipeline_repo, tmp_path):
+    """During a pipeline's canary its components allow the canary's version beside the stable one on the channel, so
+    a replica starting then loads both (a step's code runs at load): both pipeline versions pass the channel's
+    policy first, and a step of the canary's version changed after signing stops the start before any server."""
+    import shutil
+
+    from support import run_mlctl
+
+    from controlplane.errors import SignatureError
+    from controlplane.release.lifecycle import Lifecycle
+    from controlplane.release.pipeline_channels import allow_versions
+    from controlplane.security.enforce import check_replica
+    from controlplane.security.signing import generate_keys
+    from controlplane.triton.targets import Targets
+
+    repo, _modules, _work = pipeline_repo
+    root = tmp_path / "repo"
+    shutil.copytree(repo.store.root, root)
+    team = generate_keys(tmp_path / "keys", "team")
+    for args in (("policy", "trust", "canaries", str(team.public_path)), ("policy", "require", "canaries"),
+                 ("sign", "pipe", "1", "--key", str(team.private_path)), ("sign", "pipe", "2", "--key", str(team.private_path)),
+                 ("promote", "pipe", "1", "--to", "canaries", "--create-channel")):
+        done = run_mlctl("-r", str(root), *args)
+        assert done.returncode == 0, done.stderr
+    copy = Repository(open_store(str(root)))
+    allow_versions(Lifecycle(copy, Targets({})), "pipe", "canaries", (1, 2))  # what a canary of version 2 writes
+    models = [m for m in copy.model_names() if copy.has_channel_config(m, "canaries")]  # what a replica loads
+    assert {"pipe", "pipe.pre", "pipe.model", "pipe.post"} <= set(models)
+    check_replica(copy, models, "canaries")  # both versions signed and whole: the start may go on
+
+    (root / "pipe.post" / "2" / "step.py").write_text("# replaced after signing\n")  # the canary's step, not the channel's
+    assert ChannelStore(copy.store).load("pipe")[0].channels["canaries"] == 1
+    servers = LocalServers(tmp_path / "home")
+    options = ServerOptions(repository=str(root), name="canaries", channel="canaries", http_port=free_port(),
+                            grpc_port=free_port(), metrics_port=free_port(), exit_timeout_s=3)
+    with pytest.raises(SignatureError) as refused:
+        servers.start(options)
+    assert refused.value.exit_code == 6 and refused.value.reason == "files_changed"
+    assert "'pipe' version 2" in str(refused.value) and "pipe.post/2/step.py" in str(refused.value)
+    assert servers.running("canaries") is None  # refused before any server was started
 
 
 @pytest.fixture(scope="module")
