@@ -119,22 +119,21 @@ def _component_versions(repo: Repository, models: list[str], channel: str) -> se
     """(pipeline, version) for each version that a pipeline component among `models` allows in its channel config."""
     from controlplane.model import config as model_config
     from controlplane.model import pipeline as pl
+    from controlplane.release.pipeline import components_of, config_key
 
     found: set[tuple[str, int]] = set()
     for model in models:
         pipeline, _, role = model.rpartition(".")
-        key = f"{model}/configs/{channel}.pbtxt"
         if not pipeline or role not in (pl.PRE, pl.MODEL, pl.POST) or not repo.has_channel_config(model, channel):
             continue
+        key = config_key(model, channel)
         policy = model_config.parse_pbtxt(repo.store.read_bytes(key).decode(), f"{repo.uri}/{key}").version_policy
         if policy.WhichOneof("policy_choice") != "specific":
             continue
         for version in policy.specific.versions:
             try:
-                manifest = repo.manifest(pipeline, version)
-            except MlctlError:  # no such pipeline version: not a component of one
+                if model in components_of(repo, pipeline, version):
+                    found.add((pipeline, version))
+            except MlctlError:  # no such pipeline version, or a model: not a component of one
                 continue
-            components = manifest.metadata.get("pipeline", {}).get("components", {}).values()
-            if manifest.format == "ensemble" and any(c.get("model") == model for c in components):
-                found.add((pipeline, version))
     return found
